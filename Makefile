@@ -1,0 +1,25 @@
+# Set-up and entry points. Every target creates the virtual environment first if needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install quickstart test clean
+
+install: $(STAMP)
+
+# Reinstall whenever the pinned set or the package metadata changes.
+$(STAMP): constraints.txt setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade -c constraints.txt pip setuptools wheel
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+quickstart: $(STAMP)
+	$(BIN)/lit-prune fit --config configs/quickstart.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+clean:
+	rm -rf $(VENV) *.egg-info
