@@ -1,0 +1,25 @@
+"""Model registry and definitions: CIFAR ResNet-20/32/56, ResNet-18, VGG16-BN and ViT-Tiny.
+
+Build a network by name with :func:`create_model`; :func:`list_models` gives the names.
+Importing this package registers every model: each definition module registers its builders
+when it is imported.
+"""
+
+from lit_prune.models import cifar_resnet, resnet18, vgg, vit  # noqa: F401  (registration)
+from lit_prune.models.checkpoint import describe_state_dict_mismatch, load_state_dict_checked, read_state_dict
+from lit_prune.models.cifar_resnet import BasicBlock, CifarResNet
+from lit_prune.models.registry import create_model, list_models, register_model
+from lit_prune.models.vgg import VGG16_CONFIG, CifarVGG
+
+__all__ = [
+    "VGG16_CONFIG",
+    "BasicBlock",
+    "CifarResNet",
+    "CifarVGG",
+    "create_model",
+    "describe_state_dict_mismatch",
+    "list_models",
+    "load_state_dict_checked",
+    "read_state_dict",
+    "register_model",
+]
