@@ -1,0 +1,245 @@
+"""Turning importance scores into a pruning mask.
+
+Selection removes the lowest-scoring weights, either with one threshold over all selected
+parameters (global) or with a fraction per parameter (layer-wise). Both are exact: the number
+of pruned weights is ``round(sparsity * count)`` (globally, or per parameter), ties in score are
+broken by position (earlier parameters in ``scores`` order, then lower flat index, go first), and
+already-pruned weights stay pruned and count towards the target, so masks only shrink.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from fnmatch import fnmatchcase
+
+import torch
+from torch import Tensor
+
+from lit_prune.pruning.mask import PruningMask
+
+__all__ = [
+    "global_prune_mask",
+    "layerwise_prune_mask",
+    "sparsity_after_step",
+    "validate_sparsity",
+]
+
+
+def validate_sparsity(value: float, name: str = "sparsity") -> float:
+    """Checks that ``value`` is a sparsity a pruning step may request.
+
+    Args:
+        value: The fraction of weights to be zero.
+        name: How the value is called in the error message.
+
+    Returns:
+        ``value`` as a float.
+
+    Raises:
+        TypeError: If ``value`` is not a real number.
+        ValueError: If ``value`` is not in ``[0, 1)`` (1.0 would remove every weight).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number in [0, 1), got {value!r}")
+    value = float(value)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(
+            f"{name} must be in [0, 1) (the fraction of weights set to zero; 1.0 would remove "
+            f"every weight), got {value}"
+        )
+    return value
+
+
+def global_prune_mask(
+    scores: Mapping[str, Tensor], sparsity: float, current_mask: PruningMask | None = None
+) -> PruningMask:
+    """Prunes the lowest-scoring weights under one threshold shared by all parameters.
+
+    Global magnitude pruning as in Frankle & Carbin, 2019, "The Lottery Ticket Hypothesis"
+    (ICLR), and Blalock et al., 2020, "What is the State of Neural Network Pruning?" (MLSys).
+    Exactly ``round(sparsity * total)`` weights end up pruned, where ``total`` counts every
+    weight in ``scores``. Weights already pruned in ``current_mask`` stay pruned and count
+    towards that number; when they already reach it, ``current_mask``'s pattern is returned
+    unchanged (nothing is revived).
+
+    Args:
+        scores: Parameter name to importance scores (higher = keep), e.g. from
+            :func:`~lit_prune.pruning.scores.magnitude_scores`.
+        sparsity: Target fraction of pruned weights over all of ``scores``, in ``[0, 1)``.
+        current_mask: The mask so far; parameters it does not name are fully kept.
+
+    Returns:
+        A mask over exactly the names of ``scores``, each on its score's device.
+
+    Raises:
+        TypeError: If ``scores`` or ``sparsity`` has the wrong type.
+        ValueError: If ``sparsity`` is outside ``[0, 1)``, ``scores`` is empty or holds NaN,
+            or ``current_mask`` names other parameters or shapes.
+    """
+    sparsity = validate_sparsity(sparsity)
+    kept = _current_keep(scores, current_mask)
+    names = list(scores)
+    device = scores[names[0]].device
+    dtype = _score_dtype(scores)
+    flat_scores = torch.cat([scores[n].detach().reshape(-1).to(device=device, dtype=dtype) for n in names])
+    flat_kept = torch.cat([kept[n].reshape(-1).to(device) for n in names])
+    target = round(sparsity * flat_scores.numel())
+    flat_kept = _prune_lowest(flat_scores, flat_kept, target)
+    pieces = torch.split(flat_kept, [scores[n].numel() for n in names])
+    return PruningMask(
+        {n: piece.reshape(scores[n].shape).to(scores[n].device) for n, piece in zip(names, pieces)}
+    )
+
+
+def layerwise_prune_mask(
+    scores: Mapping[str, Tensor],
+    sparsity: float | Mapping[str, float],
+    current_mask: PruningMask | None = None,
+) -> PruningMask:
+    """Prunes a given fraction of each parameter's lowest-scoring weights.
+
+    Layer-wise (uniform or per-layer) pruning as in Han et al., 2015, "Learning both Weights
+    and Connections for Efficient Neural Networks" (NeurIPS), where per-layer rates come from
+    a sensitivity analysis. Each targeted parameter ends with exactly ``round(s * numel)``
+    pruned weights, already-pruned ones included; a parameter already at or above its target
+    keeps its current pattern (nothing is revived).
+
+    Args:
+        scores: Parameter name to importance scores (higher = keep).
+        sparsity: One fraction for every parameter, or a mapping of case-sensitive ``fnmatch``
+            name patterns to fractions: each parameter takes the fraction of the first pattern
+            (in mapping order) that matches it, and a parameter no pattern matches keeps its
+            current mask.
+        current_mask: The mask so far; parameters it does not name are fully kept.
+
+    Returns:
+        A mask over exactly the names of ``scores``, each on its score's device.
+
+    Raises:
+        TypeError: If ``scores`` or ``sparsity`` has the wrong type.
+        ValueError: If a fraction is outside ``[0, 1)``, a pattern matches no parameter,
+            ``scores`` is empty or holds NaN, or ``current_mask`` names other parameters or shapes.
+    """
+    kept = _current_keep(scores, current_mask)
+    targets = _layer_targets(list(scores), sparsity)
+    result: dict[str, Tensor] = {}
+    for name, score in scores.items():
+        keep = kept[name].to(score.device)
+        if name in targets:
+            flat = score.detach().reshape(-1).to(torch.promote_types(score.dtype, torch.float32))
+            target = round(targets[name] * score.numel())
+            keep = _prune_lowest(flat, keep.reshape(-1), target).reshape(score.shape)
+        result[name] = keep
+    return PruningMask(result)
+
+
+def sparsity_after_step(current_sparsity: float, fraction_of_remaining: float) -> float:
+    """Returns the sparsity reached by pruning a fraction of the still-kept weights.
+
+    Iterative pruning removes ``p`` of the *remaining* weights each round (Han et al., 2015;
+    Frankle & Carbin, 2019), so ``s' = 1 - (1 - s) * (1 - p)``.
+
+    Args:
+        current_sparsity: Sparsity before the step, in ``[0, 1)``.
+        fraction_of_remaining: Fraction of the kept weights to prune, in ``[0, 1)``.
+
+    Returns:
+        The sparsity after the step.
+
+    Raises:
+        TypeError: If an argument is not a number.
+        ValueError: If an argument is outside ``[0, 1)``.
+    """
+    current_sparsity = validate_sparsity(current_sparsity, "current_sparsity")
+    fraction_of_remaining = validate_sparsity(fraction_of_remaining, "fraction_of_remaining")
+    return 1.0 - (1.0 - current_sparsity) * (1.0 - fraction_of_remaining)
+
+
+def _prune_lowest(flat_scores: Tensor, flat_kept: Tensor, target: int) -> Tensor:
+    """Returns ``flat_kept`` with its lowest-scoring kept entries pruned until ``target`` are pruned."""
+    to_prune = target - (flat_kept.numel() - int(flat_kept.count_nonzero()))
+    if to_prune <= 0:
+        return flat_kept.clone()
+    kept_index = flat_kept.nonzero().squeeze(1)
+    candidates = flat_scores[kept_index]
+    threshold = torch.kthvalue(candidates, to_prune).values
+    chosen = candidates < threshold
+    missing = to_prune - int(chosen.count_nonzero())
+    ties = (candidates == threshold).nonzero().squeeze(1)[:missing]
+    chosen[ties] = True
+    result = flat_kept.clone()
+    result[kept_index[chosen]] = False
+    return result
+
+
+def _current_keep(scores: Mapping[str, Tensor], current_mask: PruningMask | None) -> dict[str, Tensor]:
+    """Validates ``scores`` against ``current_mask`` and returns the keep-mask of every scored name."""
+    if not isinstance(scores, Mapping):
+        raise TypeError(f"scores must be a mapping of parameter name to tensor, got {type(scores).__name__}")
+    if not scores:
+        raise ValueError("scores is empty: score the parameters returned by prunable_parameters()")
+    for name, score in scores.items():
+        if not isinstance(score, Tensor):
+            raise TypeError(f"scores[{name!r}] must be a tensor, got {type(score).__name__}")
+        if not score.is_floating_point():
+            raise TypeError(f"scores[{name!r}] must be a floating-point tensor, got dtype {score.dtype}")
+        if bool(torch.isnan(score).any()):
+            raise ValueError(f"scores[{name!r}] contains NaN; scores must be comparable numbers")
+    if current_mask is None:
+        return {name: torch.ones(s.shape, dtype=torch.bool, device=s.device) for name, s in scores.items()}
+    if not isinstance(current_mask, PruningMask):
+        raise TypeError(f"current_mask must be a PruningMask or None, got {type(current_mask).__name__}")
+    unknown = [name for name in current_mask if name not in scores]
+    if unknown:
+        raise ValueError(
+            f"current_mask covers parameters that have no scores: {', '.join(unknown)}; score every "
+            f"masked parameter (scored: {', '.join(scores)})"
+        )
+    keep: dict[str, Tensor] = {}
+    for name, score in scores.items():
+        if name not in current_mask:
+            keep[name] = torch.ones(score.shape, dtype=torch.bool, device=score.device)
+            continue
+        mask = current_mask[name]
+        if mask.shape != score.shape:
+            raise ValueError(
+                f"current_mask for {name!r} has shape {tuple(mask.shape)} but its scores have shape "
+                f"{tuple(score.shape)}"
+            )
+        keep[name] = mask.to(score.device)
+    return keep
+
+
+def _layer_targets(names: list[str], sparsity: float | Mapping[str, float]) -> dict[str, float]:
+    """Maps each targeted parameter name to its sparsity (first matching pattern wins)."""
+    if not isinstance(sparsity, Mapping):
+        value = validate_sparsity(sparsity)
+        return dict.fromkeys(names, value)
+    if not sparsity:
+        raise ValueError("sparsity mapping is empty; give at least one 'pattern: fraction' entry")
+    patterns: list[tuple[str, float]] = []
+    for pattern, value in sparsity.items():
+        if not isinstance(pattern, str) or not pattern:
+            raise TypeError(f"sparsity patterns must be non-empty strings, got {pattern!r}")
+        patterns.append((pattern, validate_sparsity(value, f"sparsity[{pattern!r}]")))
+        if not any(fnmatchcase(name, pattern) for name in names):
+            raise ValueError(
+                f"sparsity pattern {pattern!r} matches no scored parameter; parameters are: "
+                f"{', '.join(names)}"
+            )
+    targets: dict[str, float] = {}
+    for name in names:
+        for pattern, value in patterns:
+            if fnmatchcase(name, pattern):
+                targets[name] = value
+                break
+    return targets
+
+
+def _score_dtype(scores: Mapping[str, Tensor]) -> torch.dtype:
+    """Returns float32, or float64 when any score needs it, so half-precision scores sort exactly."""
+    dtype = torch.float32
+    for score in scores.values():
+        dtype = torch.promote_types(dtype, score.dtype)
+    return dtype
+
