@@ -1,0 +1,193 @@
+"""``ImageClassifier``: the LightningModule around an image-classification network."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from lit_prune.models import create_model
+from lit_prune.pruning import MaskEnforcer, PruningMask
+
+__all__ = ["ImageClassifier"]
+
+_STAGES = ("train", "val", "test")
+
+
+class ImageClassifier(LightningModule):
+    """Trains and evaluates an image classifier with cross-entropy and top-1/top-5 accuracy.
+
+    The network is built from the model registry by name (``network: resnet20``) or given as any
+    ``torch.nn.Module`` (in YAML through ``class_path``, e.g. a timm or torchvision model). The
+    optimizer and learning-rate scheduler are callables that LightningCLI builds from YAML
+    (``class_path: torch.optim.SGD`` with ``init_args``).
+
+    Logged metrics: ``train/loss``, ``train/top1``, ``train/top5``, and the same under ``val/`` and
+    ``test/`` (top-5 only when there are at least five classes).
+
+    The module owns the pruning state that defines the model: the mask (parameter name of the
+    network to bool tensor, plain names such as ``layer1.0.conv1.weight``) and the stages that
+    pruning callbacks record. Both are written to ``checkpoint["pruning"]`` and restored before the
+    weights load, so ``fit --ckpt_path`` (resume), ``test --ckpt_path`` and ``load_from_checkpoint``
+    all see the pruned model. A pruned weight stays exactly zero: its gradient is zeroed before
+    every optimizer step (after AMP unscaling) and the weight re-zeroed after it.
+
+    Args:
+        network: A registered model name (see ``lit_prune.models.list_models``) or a module.
+        num_classes: Number of classes; linked from the data module by the CLI.
+        network_kwargs: Extra keyword arguments for ``create_model`` when ``network`` is a name.
+        label_smoothing: Label smoothing of the cross-entropy loss, in [0, 1).
+        optimizer: Callable that builds the optimizer from the parameters.
+        lr_scheduler: Callable that builds the LR scheduler from the optimizer, or None.
+        lr_scheduler_interval: ``"epoch"`` or ``"step"``: how often the scheduler steps.
+
+    Raises:
+        ValueError: If an argument is out of range.
+    """
+
+    def __init__(
+        self,
+        network: str | nn.Module = "resnet20",
+        num_classes: int = 10,
+        network_kwargs: dict[str, Any] | None = None,
+        label_smoothing: float = 0.0,
+        optimizer: OptimizerCallable = torch.optim.SGD,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        lr_scheduler_interval: str = "epoch",
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+        if lr_scheduler_interval not in ("epoch", "step"):
+            raise ValueError(f"lr_scheduler_interval must be 'epoch' or 'step', got {lr_scheduler_interval!r}")
+        if isinstance(network, str):
+            self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+            self.network = create_model(network, num_classes=num_classes, **(network_kwargs or {}))
+        elif isinstance(network, nn.Module):
+            if network_kwargs:
+                raise ValueError("network_kwargs only applies when network is a registered model name")
+            self.save_hyperparameters(ignore=["network", "optimizer", "lr_scheduler"])
+            self.network = network
+        else:
+            raise TypeError(f"network must be a registered model name or an nn.Module, got {type(network).__name__}")
+        self.num_classes = num_classes
+        self.label_smoothing = label_smoothing
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.lr_scheduler_interval = lr_scheduler_interval
+        self.topk = (1, 5) if num_classes >= 5 else (1,)
+        self.metrics = nn.ModuleDict(
+            {
+                f"{stage}_top{k}": MulticlassAccuracy(num_classes=num_classes, top_k=k, average="micro")
+                for stage in _STAGES
+                for k in self.topk
+            }
+        )
+        self.pruning_mask: PruningMask | None = None
+        self.pruning_stages: list[dict[str, Any]] = []
+        self._mask_enforcer: MaskEnforcer | None = None
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Returns the logits of the network for a batch of images."""
+        return self.network(images)
+
+    def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=not on_step)
+        for k in self.topk:
+            metric = self.metrics[f"{stage}_top{k}"]
+            metric.update(logits.detach(), labels)
+            self.log(f"{stage}/top{k}", metric, on_step=False, on_epoch=True, prog_bar=k == 1)
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "test")
+
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(images).argmax(dim=1)
+
+    def set_pruning_mask(self, mask: PruningMask) -> None:
+        """Installs a pruning mask: zeroes the pruned weights and their optimizer state.
+
+        The new mask is intersected with the current one, so pruned weights never revive.
+
+        Args:
+            mask: Mask over parameters of ``self.network``.
+
+        Raises:
+            ValueError: If the mask does not fit the network.
+        """
+        if self.pruning_mask is not None:
+            mask = mask.intersect(self.pruning_mask)
+        mask.validate(self.network)
+        mask.apply_(self.network)
+        self._mask_enforcer = MaskEnforcer(self.network, mask)
+        if self._trainer is not None:
+            for optimizer in self.trainer.optimizers:
+                self._mask_enforcer.clear_optimizer_state_(optimizer)
+        self.pruning_mask = mask
+
+    def record_stage(self, name: str, **values: Any) -> dict[str, Any]:
+        """Appends a pruning stage (baseline, pruned, round, fine-tuned) for the run report.
+
+        Args:
+            name: Name of the stage, e.g. ``"pruned"`` or ``"round_2/retrained"``.
+            **values: Further measurements (``val_top1``, ``val_top5``, ...).
+
+        Returns:
+            The recorded stage, with ``epoch``, ``global_step`` and ``sparsity`` filled in.
+        """
+        sparsity = 0.0 if self.pruning_mask is None else self.pruning_mask.sparsity()
+        stage = {"name": name, "epoch": self.current_epoch, "global_step": self.global_step, "sparsity": sparsity}
+        stage.update(values)
+        self.pruning_stages.append(stage)
+        return stage
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self._mask_enforcer is not None:
+            self._mask_enforcer.zero_gradients_()
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self._mask_enforcer is not None:
+            self._mask_enforcer.zero_weights_()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        mask = None if self.pruning_mask is None else self.pruning_mask.state_dict()
+        checkpoint["pruning"] = {"mask": mask, "stages": [dict(stage) for stage in self.pruning_stages]}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("pruning") or {}
+        self.pruning_stages = [dict(stage) for stage in state.get("stages", [])]
+        if state.get("mask") is None:
+            self.pruning_mask, self._mask_enforcer = None, None
+            return
+        mask = PruningMask.from_state_dict(state["mask"])
+        mask.validate(self.network)
+        self.pruning_mask = mask
+        self._mask_enforcer = MaskEnforcer(self.network, mask)
+
+    def configure_optimizers(self) -> Mapping[str, Any]:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.lr_scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = self.lr_scheduler_factory(optimizer)
+        config: dict[str, Any] = {"scheduler": scheduler, "interval": self.lr_scheduler_interval}
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            config["monitor"] = "val/loss"
+        return {"optimizer": optimizer, "lr_scheduler": config}
