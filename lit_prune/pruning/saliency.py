@@ -1,0 +1,616 @@
+"""Saliency scores for pruning at (or near) initialisation: SNIP, GraSP and SynFlow.
+
+Every score function returns the shape of :mod:`lit_prune.pruning.scores`: a plain ``dict`` of
+parameter name to a tensor of the parameter's shape where *higher means keep*, so any of them
+feeds :func:`~lit_prune.pruning.selection.global_prune_mask`. All accept a ``current_mask``:
+the network is scored with its pruned weights at zero (through a masked functional call, the
+model's own tensors are never modified) and pruned positions score ``-inf``, so they stay
+pruned, count towards the next target, and the next stage prunes among the survivors.
+
+Scoring leaves the model as it was: gradients are taken with ``torch.autograd.grad`` on
+detached copies of the weights, so no ``.grad`` is written; the train/eval flag of every
+module and every buffer (batch-norm running statistics) are restored afterwards.
+
+Typical use, GraSP at initialisation on class-balanced calibration data::
+
+    params = prunable_parameters(model)
+    calibration = class_balanced_batches(train_loader, num_classes=10, samples_per_class=10)
+    mask = global_prune_mask(grasp_scores(model, params, calibration), sparsity=0.8)
+    mask.apply_(model)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from lit_prune.pruning.mask import PruningMask
+from lit_prune.pruning.selection import global_prune_mask, validate_sparsity
+
+__all__ = [
+    "LossFunction",
+    "class_balanced_batches",
+    "grasp_scores",
+    "hessian_gradient_product",
+    "snip_scores",
+    "synflow_prune_mask",
+    "synflow_scores",
+]
+
+LossFunction = Callable[[Tensor, Tensor], Tensor]
+"""``loss_fn(logits, targets)`` returning the *mean* loss over the batch, e.g. ``F.cross_entropy``."""
+
+Batch = tuple[Tensor, Tensor]
+
+
+def snip_scores(
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    batches: Iterable[Batch],
+    loss_fn: LossFunction = F.cross_entropy,
+    current_mask: PruningMask | None = None,
+    train_mode: bool = True,
+) -> dict[str, Tensor]:
+    """Scores each weight by its connection sensitivity ``|∂L/∂w ⊙ w|`` (SNIP).
+
+    Lee, Ajanthan & Torr, 2019, "SNIP: Single-shot Network Pruning based on Connection
+    Sensitivity" (ICLR). ``L`` is the mean loss over *all* calibration samples: each batch's
+    (mean) loss is weighted by its share of the samples and the gradients of the batches are
+    summed, so the scores do not depend on how the samples are split into batches (up to
+    batch-norm statistics in training mode). The paper's normalisation by the sum of all
+    scores is left out: it does not change the ranking.
+
+    Args:
+        model: The network; its weights, buffers, modes and gradients are left unchanged.
+        params: The parameters to score (e.g. from ``prunable_parameters(model)``).
+        batches: Calibration batches ``(inputs, targets)``; moved to the parameters' device.
+        loss_fn: ``loss_fn(logits, targets)`` returning the batch-mean loss.
+        current_mask: The mask so far; the network is scored with its pruned weights at zero,
+            and pruned positions score ``-inf``.
+        train_mode: Score in training mode (the default, as the GraSP reference code does and
+            the usual way to score a freshly built network: batch norm uses the statistics of
+            each calibration batch, dropout is active) or in eval mode.
+
+    Returns:
+        Name to ``|g ⊙ w|`` (``-inf`` where pruned), detached, in each parameter's dtype.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If ``params`` is empty or not parameters of ``model``, ``batches`` is empty
+            or malformed, or ``current_mask`` does not fit ``params``.
+    """
+    named = _check_model_params(model, params)
+    keep = _keep_masks(named, current_mask)
+    data = _calibration_batches(batches)
+    _check_loss_fn(loss_fn)
+    with _scoring_mode(model, train_mode):
+        leaves = _leaves(named)
+        gradient = _calibration_gradient(model, leaves, keep, data, loss_fn, temperature=1.0)
+    return {
+        name: _mark_pruned((gradient[name] * _masked(leaf, keep[name])).abs().detach(), keep[name])
+        for name, leaf in leaves.items()
+    }
+
+
+def hessian_gradient_product(
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    batches: Iterable[Batch],
+    temperature: float = 200.0,
+    loss_fn: LossFunction = F.cross_entropy,
+    current_mask: PruningMask | None = None,
+    train_mode: bool = True,
+) -> dict[str, Tensor]:
+    """Computes ``Hg``, the Hessian of the calibration loss times its gradient, without a Hessian.
+
+    The quantity behind GraSP (Wang, Zhang & Grosse, 2020, "Picking Winning Tickets Before
+    Training by Preserving Gradient Flow", ICLR). With ``L(θ) = (1/N) Σ_i ℓ(f(x_i; θ) / T, y_i)``
+    the mean loss over all ``N`` calibration samples at temperature ``T``:
+
+    1. ``g = ∇L`` is accumulated over every batch first (each batch's mean loss weighted by its
+       share of the samples, gradients summed), then held constant;
+    2. ``Hg = ∇(g · ∇L)`` is accumulated over the same batches by differentiating the scalar
+       ``g · ∇L_b`` of each batch (double backward: a Hessian-vector product).
+
+    Both sums are exact decompositions of the full-data quantities, so several batches give the
+    same result as one batch holding all samples (up to batch-norm statistics in training
+    mode). Batches are materialised in a list because they are read twice.
+
+    Args:
+        model: The network; its weights, buffers, modes and gradients are left unchanged.
+        params: The parameters the gradient and Hessian are taken over.
+        batches: Calibration batches ``(inputs, targets)``; moved to the parameters' device.
+        temperature: ``T``, dividing the logits before the loss (200 in the paper's code), so
+            the softmax is not saturated and the gradient does not vanish.
+        loss_fn: ``loss_fn(logits, targets)`` returning the batch-mean loss.
+        current_mask: The mask so far; the derivatives are those of the network with its pruned
+            weights held at zero (zero at pruned positions).
+        train_mode: Evaluate in training mode (default, as the reference code) or eval mode.
+
+    Returns:
+        Name to ``Hg``, detached, in each parameter's dtype.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If ``temperature`` is not a positive finite number, ``params`` is empty or
+            not parameters of ``model``, ``batches`` is empty or malformed, or ``current_mask``
+            does not fit ``params``.
+    """
+    named = _check_model_params(model, params)
+    keep = _keep_masks(named, current_mask)
+    data = _calibration_batches(batches)
+    temperature = _check_temperature(temperature)
+    _check_loss_fn(loss_fn)
+    with _scoring_mode(model, train_mode):
+        leaves = _leaves(named)
+        return _hessian_gradient_product(model, leaves, keep, data, loss_fn, temperature)
+
+
+def grasp_scores(
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    batches: Iterable[Batch],
+    temperature: float = 200.0,
+    loss_fn: LossFunction = F.cross_entropy,
+    current_mask: PruningMask | None = None,
+    train_mode: bool = True,
+) -> dict[str, Tensor]:
+    """Scores each weight by GraSP's gradient-signal preservation, ``θ ⊙ Hg`` (higher = keep).
+
+    Wang, Zhang & Grosse, 2020, "Picking Winning Tickets Before Training by Preserving Gradient
+    Flow" (ICLR). The paper scores ``S = -θ ⊙ Hg`` and removes the weights with the *highest*
+    ``S``: removing them reduces the gradient norm ``gᵀg`` least (or increases it). This
+    function returns ``-S = θ ⊙ Hg`` so that, like every score here, the *lowest* values are
+    pruned and :func:`~lit_prune.pruning.selection.global_prune_mask` removes exactly the
+    weights GraSP removes. See :func:`hessian_gradient_product` for ``g``, ``Hg``, the
+    temperature and how several calibration batches accumulate; the paper's code draws
+    class-balanced samples (:func:`class_balanced_batches`, 10 per class on CIFAR-10).
+
+    Args:
+        model: The network; its weights, buffers, modes and gradients are left unchanged.
+        params: The parameters to score.
+        batches: Calibration batches ``(inputs, targets)``.
+        temperature: Divides the logits before the loss (200 in the paper's code).
+        loss_fn: ``loss_fn(logits, targets)`` returning the batch-mean loss.
+        current_mask: The mask so far; the network is scored with its pruned weights at zero,
+            and pruned positions score ``-inf``.
+        train_mode: Score in training mode (default, as the reference code) or eval mode.
+
+    Returns:
+        Name to ``θ ⊙ Hg`` (``-inf`` where pruned), detached, in each parameter's dtype.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: As :func:`hessian_gradient_product`.
+    """
+    named = _check_model_params(model, params)
+    keep = _keep_masks(named, current_mask)
+    data = _calibration_batches(batches)
+    temperature = _check_temperature(temperature)
+    _check_loss_fn(loss_fn)
+    with _scoring_mode(model, train_mode):
+        leaves = _leaves(named)
+        product = _hessian_gradient_product(model, leaves, keep, data, loss_fn, temperature)
+    return {
+        name: _mark_pruned((_masked(leaf, keep[name]) * product[name]).detach(), keep[name])
+        for name, leaf in leaves.items()
+    }
+
+
+def synflow_scores(
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    input_shape: Sequence[int],
+    current_mask: PruningMask | None = None,
+) -> dict[str, Tensor]:
+    """Scores each weight by its synaptic flow ``|θ ⊙ ∂R/∂θ|``, once, without data (SynFlow).
+
+    Tanaka, Kunin, Yamins & Ganguli, 2020, "Pruning neural networks without any data by
+    iteratively conserving synaptic flow" (NeurIPS). The network is linearised: every floating
+    parameter and buffer is replaced by its absolute value (as the reference code does with the
+    whole state dict; the model's own tensors are not modified, so no signs need restoring),
+    it runs in eval mode (batch norm uses its running statistics), and one all-ones input of
+    ``input_shape`` gives ``R = Σ f(1; |θ|)``. Everything is computed in float64 so that the
+    product of many layers neither overflows nor underflows. This is *one* scoring round;
+    SynFlow proper re-scores after each of many small pruning steps, see
+    :func:`synflow_prune_mask`.
+
+    Args:
+        model: The network; left unchanged (weights, buffers, modes, gradients).
+        params: The parameters to score.
+        input_shape: Shape of one input sample without the batch dimension, e.g. ``(3, 32, 32)``.
+        current_mask: The mask so far; pruned weights are zero in the linearised network and
+            score ``-inf``.
+
+    Returns:
+        Name to float64 scores (``-inf`` where pruned), on each parameter's device.
+
+    Raises:
+        TypeError: If an argument has the wrong type or the model's output is not a tensor.
+        ValueError: If ``input_shape`` is not a sequence of positive ints, ``params`` is empty
+            or not parameters of ``model``, or ``current_mask`` does not fit ``params``.
+    """
+    named = _check_model_params(model, params)
+    keep = _keep_masks(named, current_mask)
+    shape = _check_input_shape(input_shape)
+    with _scoring_mode(model, train=False):
+        return _synflow_scores(model, named, keep, shape)
+
+
+def synflow_prune_mask(
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    input_shape: Sequence[int],
+    sparsity: float,
+    iterations: int = 100,
+    current_mask: PruningMask | None = None,
+) -> PruningMask:
+    """Prunes iteratively by synaptic flow to ``sparsity``, without data (SynFlow).
+
+    Tanaka et al., 2020, "Pruning neural networks without any data by iteratively conserving
+    synaptic flow" (NeurIPS), Algorithm 1: ``iterations`` rounds, each re-scoring the surviving
+    network with :func:`synflow_scores` and pruning globally to the next point of an
+    exponential schedule: the kept fraction after round ``k`` is
+    ``d_0 · (d / d_0) ** (k / iterations)``, from the current density ``d_0`` (1 without
+    ``current_mask``) to the target density ``d = 1 - sparsity``. Iterating is what avoids
+    layer collapse; the last round lands exactly on the target: ``round(sparsity * total)``
+    weights are pruned, already-pruned ones included.
+
+    Args:
+        model: The network; left unchanged.
+        params: The parameters to prune.
+        input_shape: Shape of one input sample without the batch dimension, e.g. ``(3, 32, 32)``.
+        sparsity: Target fraction of pruned weights over ``params``, in ``[0, 1)``.
+        iterations: Number of score-and-prune rounds (100 in the paper).
+        current_mask: The mask so far; its pruned weights stay pruned. When it already reaches
+            ``sparsity`` its pattern is returned unchanged.
+
+    Returns:
+        The mask over exactly the names of ``params``.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If ``sparsity`` is outside ``[0, 1)``, ``iterations`` is below 1, or as
+            :func:`synflow_scores`.
+    """
+    named = _check_model_params(model, params)
+    keep = _keep_masks(named, current_mask)
+    shape = _check_input_shape(input_shape)
+    sparsity = validate_sparsity(sparsity)
+    iterations = _check_count(iterations, "iterations")
+    mask = PruningMask(
+        {
+            name: keep[name].clone() if keep[name] is not None else torch.ones_like(param, dtype=torch.bool)
+            for name, param in named.items()
+        }
+    )
+    start_density = 1.0 - mask.sparsity()
+    target_density = 1.0 - sparsity
+    if mask.num_pruned() >= round(sparsity * mask.num_total()):
+        return mask
+    with _scoring_mode(model, train=False):
+        for step in range(1, iterations + 1):
+            density = start_density * (target_density / start_density) ** (step / iterations)
+            step_sparsity = sparsity if step == iterations else min(1.0 - density, sparsity)
+            scores = _synflow_scores(model, named, dict(mask.items()), shape)
+            mask = global_prune_mask(scores, step_sparsity, mask)
+    return mask
+
+
+def class_balanced_batches(
+    batches: Iterable[Batch],
+    num_classes: int,
+    samples_per_class: int,
+    batch_size: int | None = None,
+) -> list[Batch]:
+    """Draws the first ``samples_per_class`` samples of every class from a stream of batches.
+
+    GraSP's calibration data (Wang et al., 2020, "Picking Winning Tickets Before Training by
+    Preserving Gradient Flow", ICLR): the same number of samples of each class, 10 per class on
+    CIFAR-10 in the paper. The stream is read in order and no further than needed. The samples
+    are interleaved by class (the first sample of every class, then the second of every class,
+    ...), so that any split into batches stays as balanced as possible, which matters for
+    batch-norm statistics in training mode.
+
+    Args:
+        batches: Batches ``(inputs, targets)`` with integer class targets of shape ``(B,)``,
+            e.g. a training ``DataLoader`` (shuffled, so the draw is random).
+        num_classes: Number of classes; targets must lie in ``[0, num_classes)``.
+        samples_per_class: Samples to draw of each class.
+        batch_size: Size of the returned batches (the last may be smaller); ``None`` returns
+            one batch with all ``num_classes * samples_per_class`` samples.
+
+    Returns:
+        The calibration batches, on the device of the input batches.
+
+    Raises:
+        TypeError: If a count is not an int, or a batch is not a pair of tensors with integer
+            targets.
+        ValueError: If a count is below 1, a target is out of range, shapes disagree, or the
+            stream ends before every class has ``samples_per_class`` samples.
+    """
+    num_classes = _check_count(num_classes, "num_classes")
+    samples_per_class = _check_count(samples_per_class, "samples_per_class")
+    if batch_size is not None:
+        batch_size = _check_count(batch_size, "batch_size")
+    inputs_by_class: list[list[Tensor]] = [[] for _ in range(num_classes)]
+    targets_by_class: list[list[Tensor]] = [[] for _ in range(num_classes)]
+    counts = [0] * num_classes
+    for index, batch in enumerate(batches):
+        inputs, targets = _check_batch(batch, index)
+        if targets.dtype.is_floating_point or targets.dtype == torch.bool or targets.dim() != 1:
+            raise TypeError(
+                f"batch {index}: class_balanced_batches needs integer class targets of shape (B,), "
+                f"got dtype {targets.dtype} and shape {tuple(targets.shape)}"
+            )
+        if bool(((targets < 0) | (targets >= num_classes)).any()):
+            raise ValueError(
+                f"batch {index}: targets must lie in [0, {num_classes}) for num_classes={num_classes}, "
+                f"got values from {int(targets.min())} to {int(targets.max())}"
+            )
+        for label in range(num_classes):
+            missing = samples_per_class - counts[label]
+            if missing == 0:
+                continue
+            chosen = (targets == label).nonzero().squeeze(1)[:missing]
+            if chosen.numel():
+                inputs_by_class[label].append(inputs[chosen])
+                targets_by_class[label].append(targets[chosen])
+                counts[label] += chosen.numel()
+        if all(count == samples_per_class for count in counts):
+            break
+    else:
+        short = {label: count for label, count in enumerate(counts) if count < samples_per_class}
+        raise ValueError(
+            f"the batches ended before every class had {samples_per_class} samples; classes short "
+            f"of samples (class: samples found): {short}. Use more data or fewer samples_per_class"
+        )
+    all_inputs = torch.stack([torch.cat(parts) for parts in inputs_by_class], dim=1).flatten(0, 1)
+    all_targets = torch.stack([torch.cat(parts) for parts in targets_by_class], dim=1).flatten(0, 1)
+    size = all_targets.numel() if batch_size is None else batch_size
+    return list(zip(all_inputs.split(size), all_targets.split(size)))
+
+
+def _calibration_gradient(
+    model: nn.Module,
+    leaves: dict[str, Tensor],
+    keep: Mapping[str, Tensor | None],
+    data: list[Batch],
+    loss_fn: LossFunction,
+    temperature: float,
+) -> dict[str, Tensor]:
+    """``∇L`` of the mean loss over all samples, summed batch by batch (detached)."""
+    total = sum(targets.shape[0] for _, targets in data)
+    gradient = {name: torch.zeros_like(leaf) for name, leaf in leaves.items()}
+    for inputs, targets in data:
+        loss = _batch_loss(model, leaves, keep, inputs, targets, loss_fn, temperature, total)
+        for name, grad in zip(leaves, torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)):
+            if grad is not None:
+                gradient[name] += grad
+    return gradient
+
+
+def _hessian_gradient_product(
+    model: nn.Module,
+    leaves: dict[str, Tensor],
+    keep: Mapping[str, Tensor | None],
+    data: list[Batch],
+    loss_fn: LossFunction,
+    temperature: float,
+) -> dict[str, Tensor]:
+    """``Hg``: the gradient of ``g · ∇L_b`` summed over batches, with ``g`` held constant."""
+    gradient = _calibration_gradient(model, leaves, keep, data, loss_fn, temperature)
+    total = sum(targets.shape[0] for _, targets in data)
+    product = {name: torch.zeros_like(leaf) for name, leaf in leaves.items()}
+    tensors = list(leaves.values())
+    for inputs, targets in data:
+        loss = _batch_loss(model, leaves, keep, inputs, targets, loss_fn, temperature, total)
+        grads = torch.autograd.grad(loss, tensors, create_graph=True, allow_unused=True)
+        terms = [(gradient[name] * grad).sum() for name, grad in zip(leaves, grads) if grad is not None]
+        if not terms:
+            continue
+        flow = torch.stack(terms).sum()
+        if not flow.requires_grad:
+            continue
+        for name, second in zip(leaves, torch.autograd.grad(flow, tensors, allow_unused=True)):
+            if second is not None:
+                product[name] += second
+    return {name: value.detach() for name, value in product.items()}
+
+
+def _batch_loss(
+    model: nn.Module,
+    leaves: dict[str, Tensor],
+    keep: Mapping[str, Tensor | None],
+    inputs: Tensor,
+    targets: Tensor,
+    loss_fn: LossFunction,
+    temperature: float,
+    total: int,
+) -> Tensor:
+    """The batch's share of the mean loss over all ``total`` samples, through the masked weights."""
+    device = next(iter(leaves.values())).device
+    weights = {name: _masked(leaf, keep[name]) for name, leaf in leaves.items()}
+    logits = functional_call(model, weights, (inputs.to(device),))
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"the model must return a logits tensor, got {type(logits).__name__}")
+    loss = loss_fn(logits / temperature, targets.to(device))
+    if not isinstance(loss, Tensor) or loss.numel() != 1:
+        raise ValueError(
+            "loss_fn must return a scalar tensor (the mean loss over the batch, the default reduction "
+            f"of torch losses), got {loss if not isinstance(loss, Tensor) else tuple(loss.shape)}"
+        )
+    return loss.reshape(()) * (targets.shape[0] / total)
+
+
+def _synflow_scores(
+    model: nn.Module,
+    named: dict[str, nn.Parameter],
+    keep: Mapping[str, Tensor | None],
+    shape: tuple[int, ...],
+) -> dict[str, Tensor]:
+    """One SynFlow round on the linearised (absolute-valued, float64, masked) network."""
+    linearised = {
+        name: tensor.detach().abs().double()
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]
+        if tensor.is_floating_point()
+    }
+    leaves = {
+        name: _masked(param.detach().abs().double(), keep[name]).requires_grad_(True)
+        for name, param in named.items()
+    }
+    device = next(iter(leaves.values())).device
+    output = functional_call(
+        model, {**linearised, **leaves}, (torch.ones((1, *shape), dtype=torch.float64, device=device),)
+    )
+    if not isinstance(output, Tensor):
+        raise TypeError(f"the model must return a tensor, got {type(output).__name__}")
+    grads = torch.autograd.grad(output.sum(), list(leaves.values()), allow_unused=True)
+    scores: dict[str, Tensor] = {}
+    for (name, leaf), grad in zip(leaves.items(), grads):
+        score = torch.zeros_like(leaf) if grad is None else (leaf * grad).abs()
+        scores[name] = _mark_pruned(score.detach(), keep[name])
+    return scores
+
+
+@contextmanager
+def _scoring_mode(model: nn.Module, train: bool) -> Iterator[None]:
+    """Sets train/eval mode and restores every module's flag and every buffer afterwards."""
+    if not isinstance(train, bool):
+        raise TypeError(f"train_mode must be a bool, got {train!r}")
+    flags = [(module, module.training) for module in model.modules()]
+    buffers = [(buffer, buffer.detach().clone()) for buffer in model.buffers()]
+    model.train(train)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
+        for module, flag in flags:
+            module.training = flag
+
+
+def _leaves(named: Mapping[str, nn.Parameter]) -> dict[str, Tensor]:
+    """Detached views of the parameters that require grad: gradients never reach ``.grad``."""
+    return {name: param.detach().requires_grad_(True) for name, param in named.items()}
+
+
+def _masked(tensor: Tensor, keep: Tensor | None) -> Tensor:
+    return tensor if keep is None else tensor * keep.to(device=tensor.device, dtype=tensor.dtype)
+
+
+def _mark_pruned(score: Tensor, keep: Tensor | None) -> Tensor:
+    return score if keep is None else score.masked_fill(~keep.to(score.device), -math.inf)
+
+
+def _check_model_params(model: nn.Module, params: Mapping[str, Tensor]) -> dict[str, nn.Parameter]:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params must be a mapping of parameter name to parameter, got {type(params).__name__}")
+    if not params:
+        raise ValueError("params is empty: select the parameters to score with prunable_parameters(model)")
+    own = dict(model.named_parameters())
+    for name, param in params.items():
+        if own.get(name) is not param:
+            raise ValueError(
+                f"params[{name!r}] is not the parameter {name!r} of {type(model).__name__}; pass "
+                f"prunable_parameters(model) or a sub-dict of model.named_parameters()"
+            )
+        if not param.is_floating_point():
+            raise TypeError(f"params[{name!r}] must be a floating-point parameter, got dtype {param.dtype}")
+    return dict(params)  # type: ignore[arg-type]
+
+
+def _keep_masks(named: Mapping[str, Tensor], current_mask: PruningMask | None) -> dict[str, Tensor | None]:
+    if current_mask is None:
+        return dict.fromkeys(named)
+    if not isinstance(current_mask, PruningMask):
+        raise TypeError(f"current_mask must be a PruningMask or None, got {type(current_mask).__name__}")
+    unknown = [name for name in current_mask if name not in named]
+    if unknown:
+        raise ValueError(
+            f"current_mask covers parameters that are not scored: {', '.join(unknown)}; score every "
+            f"masked parameter (scored: {', '.join(named)})"
+        )
+    keep: dict[str, Tensor | None] = {}
+    for name, param in named.items():
+        mask = current_mask.get(name)
+        if mask is not None and mask.shape != param.shape:
+            raise ValueError(
+                f"current_mask for {name!r} has shape {tuple(mask.shape)} but the parameter has shape "
+                f"{tuple(param.shape)}"
+            )
+        keep[name] = None if mask is None else mask.to(param.device)
+    return keep
+
+
+def _calibration_batches(batches: Iterable[Batch]) -> list[Batch]:
+    if isinstance(batches, Tensor) or not isinstance(batches, Iterable):
+        raise TypeError(
+            f"batches must be an iterable of (inputs, targets) pairs, e.g. a DataLoader or a list, "
+            f"got {type(batches).__name__}"
+        )
+    data = [_check_batch(batch, index) for index, batch in enumerate(batches)]
+    if not data:
+        raise ValueError("batches is empty: give at least one calibration batch (inputs, targets)")
+    return data
+
+
+def _check_batch(batch: object, index: int) -> Batch:
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise TypeError(f"batch {index} must be a pair (inputs, targets), got {type(batch).__name__}")
+    inputs, targets = batch
+    if not isinstance(inputs, Tensor) or not isinstance(targets, Tensor):
+        raise TypeError(
+            f"batch {index} must hold two tensors (inputs, targets), got "
+            f"({type(inputs).__name__}, {type(targets).__name__})"
+        )
+    if inputs.dim() == 0 or targets.dim() == 0 or inputs.shape[0] != targets.shape[0] or inputs.shape[0] == 0:
+        raise ValueError(
+            f"batch {index}: inputs and targets need the same non-zero batch size in dimension 0, got "
+            f"shapes {tuple(inputs.shape)} and {tuple(targets.shape)}"
+        )
+    return inputs, targets
+
+
+def _check_loss_fn(loss_fn: LossFunction) -> None:
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable as loss_fn(logits, targets), got {type(loss_fn).__name__}")
+
+
+def _check_temperature(temperature: float) -> float:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise TypeError(f"temperature must be a positive number, got {temperature!r}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a positive finite number (200 in the GraSP paper), got {temperature}")
+    return float(temperature)
+
+
+def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
+    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
+        raise TypeError(
+            f"input_shape must be the shape of one sample without the batch dimension, e.g. (3, 32, 32), "
+            f"got {input_shape!r}"
+        )
+    if not input_shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in input_shape):
+        raise ValueError(
+            f"input_shape must be a non-empty sequence of positive ints (one sample, no batch "
+            f"dimension, e.g. (3, 32, 32)), got {tuple(input_shape)!r}"
+        )
+    return tuple(input_shape)
+
+
+def _check_count(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= 1, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value

@@ -1,0 +1,436 @@
+"""Importance of structured units and the choice of which to remove.
+
+Scores (:func:`structured_importance`) give one number per unit of each
+:class:`~lit_prune.pruning.channel_groups.StructuredGroup`; higher means more important. They
+are computed over the slices that *produce* a unit (convolution filters and biases, batch-norm
+entries, ``qkv``/``gate`` rows of a head, ``fc1`` rows of an MLP unit), and for a coupled group
+(a ResNet residual stream) the score of each member layer is summed:
+
+- ``"l1"`` / ``"l2"``: norm of the unit's producing weights (Li et al., 2017, "Pruning
+  Filters for Efficient ConvNets", ICLR); the sum of the per-layer norms in a coupled group;
+- ``"bn_scale"``: ``|gamma|`` of the unit's batch norm, summed over the group's batch norms
+  (network slimming, Liu et al., 2017, "Learning Efficient Convolutional Networks through
+  Network Slimming", ICCV);
+- ``"taylor"``: first-order Taylor estimate of the loss change when the unit is removed,
+  ``|sum(g * w)|`` over each producing layer's slice (weights and biases, batch-norm scale and
+  shift) from the gradients accumulated in ``.grad``, summed over the layers of the group
+  (Molchanov et al., 2019, "Importance Estimation for Neural Network Pruning", CVPR, which
+  squares the sum; the absolute value orders a single layer's units the same way).
+
+Selection removes the lowest-scoring units. ``scope="global"`` ranks all units of all groups
+together (``normalize=True`` first divides each group's scores by their mean, so groups of
+different scale compete on relative importance; ``False``, the default, is network slimming's
+single global threshold); ``scope="layer"`` removes the same fraction from every group. A cap,
+``max_group_fraction`` (default 0.9), bounds what any one group loses, and every group keeps at
+least one unit. :func:`select_channels` targets a fraction of units;
+:func:`select_channels_for_param_fraction` targets a fraction of the model's *parameters*.
+Ties are broken by position (earlier group, then lower index, goes first).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from lit_prune.pruning.channel_groups import StructuredGroup, TensorSlice
+
+__all__ = [
+    "IMPORTANCE_CRITERIA",
+    "SELECTION_SCOPES",
+    "removed_parameter_fraction",
+    "select_channels",
+    "select_channels_for_param_fraction",
+    "structured_importance",
+]
+
+IMPORTANCE_CRITERIA: tuple[str, ...] = ("l1", "l2", "bn_scale", "taylor")
+"""Names accepted by :func:`structured_importance`."""
+
+SELECTION_SCOPES: tuple[str, ...] = ("global", "layer")
+"""``global``: one ranking over all groups; ``layer``: the same fraction from every group."""
+
+
+def structured_importance(
+    model: nn.Module, groups: Mapping[str, StructuredGroup], criterion: str = "l1"
+) -> dict[str, Tensor]:
+    """Scores every unit of ``groups`` (higher = more important).
+
+    Args:
+        model: The network the groups were built from, at its current widths.
+        groups: Group name to group, e.g. from
+            :func:`~lit_prune.pruning.channel_groups.prunable_groups`.
+        criterion: One of :data:`IMPORTANCE_CRITERIA` (see the module docstring).
+
+    Returns:
+        Group name to a 1-D float32 tensor of ``group.size`` scores, detached, on the device
+        of the group's parameters.
+
+    Raises:
+        TypeError: If ``groups`` is not a mapping of groups.
+        ValueError: If ``criterion`` is unknown, ``bn_scale`` is asked of a group without a
+            batch norm, ``taylor`` finds a parameter without ``.grad``, or a group no longer
+            matches the model's widths.
+    """
+    if criterion not in IMPORTANCE_CRITERIA:
+        raise ValueError(f"unknown importance criterion {criterion!r}; allowed: {list(IMPORTANCE_CRITERIA)}")
+    _check_groups(groups)
+    return {name: _group_importance(model, group, criterion) for name, group in groups.items()}
+
+
+def select_channels(
+    scores: Mapping[str, Tensor],
+    ratio: float,
+    scope: str = "global",
+    normalize: bool = False,
+    max_group_fraction: float = 0.9,
+) -> dict[str, list[int]]:
+    """Chooses the units to keep so that a fraction ``ratio`` of all units is removed.
+
+    With ``scope="global"`` exactly ``round(ratio * total units)`` units go, the lowest-scoring
+    ones among those the cap allows. With ``scope="layer"`` each group loses
+    ``round(ratio * size)`` units, clipped by the cap and the keep-one rule.
+
+    Args:
+        scores: Group name to 1-D unit scores (e.g. from :func:`structured_importance`).
+        ratio: Fraction of units to remove, in ``[0, 1)``.
+        scope: One of :data:`SELECTION_SCOPES`.
+        normalize: For ``scope="global"``, divide each group's scores by their mean first.
+        max_group_fraction: Largest fraction of any one group's units that may go, in ``(0, 1]``
+            (at least one unit always stays).
+
+    Returns:
+        Group name to the sorted indices of the units to keep, for every group of ``scores``.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If ``ratio`` is outside ``[0, 1)``, ``max_group_fraction`` outside
+            ``(0, 1]``, ``scope`` unknown, a score is NaN, a global ``ratio`` exceeds what the
+            cap allows, or a layer-wise ``ratio`` exceeds ``max_group_fraction``.
+    """
+    ratio = _check_fraction(ratio, "ratio", allow_zero=True)
+    scores = _check_scores(scores)
+    scope = _check_scope(scope)
+    caps = _caps(scores, max_group_fraction)
+    if scope == "global":
+        order = _removal_order(scores, caps, normalize)
+        total = sum(len(values) for values in scores.values())
+        wanted = round(ratio * total)
+        if wanted > len(order):
+            raise ValueError(
+                f"cannot remove {wanted} of {total} units (ratio {ratio}) with "
+                f"max_group_fraction={max_group_fraction}: at most {len(order)} may go; lower the "
+                "ratio or raise max_group_fraction"
+            )
+        return _keep_from_order(scores, order[:wanted])
+    if ratio > max_group_fraction:
+        raise ValueError(
+            f"ratio {ratio} exceeds max_group_fraction {max_group_fraction}; with scope='layer' every "
+            "group loses the same fraction, so ratio must be at most the cap"
+        )
+    counts = {name: min(round(ratio * len(values)), caps[name]) for name, values in scores.items()}
+    return _keep_lowest_removed(scores, counts)
+
+
+def select_channels_for_param_fraction(
+    model: nn.Module,
+    groups: Mapping[str, StructuredGroup],
+    scores: Mapping[str, Tensor],
+    param_fraction: float,
+    scope: str = "global",
+    normalize: bool = False,
+    max_group_fraction: float = 0.9,
+) -> dict[str, list[int]]:
+    """Chooses the units to keep so that at least ``param_fraction`` of the parameters go.
+
+    The parameter count is that of the whole model (``model.parameters()``, buffers excluded)
+    and is predicted exactly from the shapes, including the interaction of groups that shrink
+    the two dimensions of one weight. Units are removed in the order of ``scope``
+    (lowest score first globally; or the same growing fraction from every group) and the
+    smallest removal that reaches the target is returned, so the removed fraction overshoots
+    the target by at most one step of that order.
+
+    Args:
+        model: The network, at the widths ``groups`` describe.
+        groups: Group name to group; only groups named in ``scores`` are pruned.
+        scores: Group name to 1-D unit scores (e.g. from :func:`structured_importance`).
+        param_fraction: Fraction of the model's parameters to remove, in ``(0, 1)``.
+        scope: One of :data:`SELECTION_SCOPES`.
+        normalize: For ``scope="global"``, divide each group's scores by their mean first.
+        max_group_fraction: Largest fraction of any one group's units that may go, in ``(0, 1]``.
+
+    Returns:
+        Group name to the sorted indices of the units to keep, for every group of ``scores``.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If ``param_fraction`` is outside ``(0, 1)``, a score names no group or has
+            the wrong length, ``scope`` is unknown, or the target cannot be reached within the
+            cap (the message gives the largest reachable fraction).
+    """
+    param_fraction = _check_fraction(param_fraction, "param_fraction", allow_zero=False)
+    scores = _check_scores(scores)
+    scope = _check_scope(scope)
+    _check_groups(groups)
+    _check_scores_match(scores, groups)
+    caps = _caps(scores, max_group_fraction)
+    counter = _ParameterCounter(model, {name: groups[name] for name in scores})
+
+    if scope == "global":
+        order = _removal_order(scores, caps, normalize)
+        _check_reachable(counter, _prefix_counts(scores, order), param_fraction, max_group_fraction)
+        length = _smallest_reaching(
+            len(order), lambda n: counter.removed_fraction(_prefix_counts(scores, order[:n])) >= param_fraction
+        )
+        return _keep_from_order(scores, order[:length])
+
+    fractions = sorted({count / len(values) for name, values in scores.items() for count in range(caps[name] + 1)})
+
+    def counts_at(fraction: float) -> dict[str, int]:
+        return {name: min(math.floor(fraction * len(values) + 1e-9), caps[name]) for name, values in scores.items()}
+
+    _check_reachable(counter, counts_at(fractions[-1]), param_fraction, max_group_fraction)
+    step = _smallest_reaching(
+        len(fractions) - 1, lambda i: counter.removed_fraction(counts_at(fractions[i])) >= param_fraction
+    )
+    return _keep_lowest_removed(scores, counts_at(fractions[step]))
+
+
+def removed_parameter_fraction(
+    model: nn.Module, groups: Mapping[str, StructuredGroup], keep: Mapping[str, list[int]]
+) -> float:
+    """Predicts the fraction of the model's parameters that removing all but ``keep`` removes.
+
+    Args:
+        model: The network, at the widths ``groups`` describe.
+        groups: Group name to group.
+        keep: Group name to kept unit indices (groups not named keep every unit).
+
+    Returns:
+        Removed parameters over all parameters of ``model``, in ``[0, 1)``.
+
+    Raises:
+        ValueError: If ``keep`` names a group that ``groups`` does not hold.
+    """
+    _check_groups(groups)
+    unknown = sorted(set(keep) - set(groups))
+    if unknown:
+        raise ValueError(f"keep names unknown groups {unknown}; groups are: {', '.join(groups)}")
+    counter = _ParameterCounter(model, {name: groups[name] for name in keep})
+    return counter.removed_fraction({name: groups[name].size - len(indices) for name, indices in keep.items()})
+
+
+class _ParameterCounter:
+    """Counts the parameters left after removing a number of units from each group."""
+
+    def __init__(self, model: nn.Module, groups: Mapping[str, StructuredGroup]) -> None:
+        parameters = dict(model.named_parameters())
+        self.total = sum(parameter.numel() for parameter in parameters.values())
+        touched: dict[str, dict[int, tuple[str, int]]] = {}
+        for name, group in groups.items():
+            for tensor_slice in group.slices:
+                if tensor_slice.tensor_name in parameters:
+                    per_unit = tensor_slice.width * tensor_slice.chunks
+                    touched.setdefault(tensor_slice.tensor_name, {})[tensor_slice.dim] = (name, per_unit)
+        self._touched = {
+            parameter_name: (tuple(parameters[parameter_name].shape), dims) for parameter_name, dims in touched.items()
+        }
+        self._untouched = self.total - sum(math.prod(shape) for shape, _ in self._touched.values())
+
+    def removed_fraction(self, removed: Mapping[str, int]) -> float:
+        remaining = self._untouched
+        for shape, dims in self._touched.values():
+            size = 1
+            for dim, extent in enumerate(shape):
+                if dim in dims:
+                    group_name, per_unit = dims[dim]
+                    extent -= removed.get(group_name, 0) * per_unit
+                size *= extent
+            remaining += size
+        return 1.0 - remaining / self.total
+
+
+def _group_importance(model: nn.Module, group: StructuredGroup, criterion: str) -> Tensor:
+    modules = dict(model.named_modules())
+    total: Tensor | None = None
+    if criterion in ("l1", "l2"):
+        for tensor_slice in group.slices:
+            if tensor_slice.role == "producer" and tensor_slice.attr == "weight":
+                rows = _unit_rows(model, group, tensor_slice, getattr(modules[tensor_slice.module], "weight"))
+                score = rows.abs().sum(1) if criterion == "l1" else rows.pow(2).sum(1).sqrt()
+                total = score if total is None else total + score
+    elif criterion == "bn_scale":
+        for tensor_slice in group.slices:
+            module = modules[tensor_slice.module]
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and tensor_slice.attr == "weight":
+                score = _unit_rows(model, group, tensor_slice, module.weight).abs().sum(1)
+                total = score if total is None else total + score
+        if total is None:
+            raise ValueError(
+                f"criterion 'bn_scale' needs an affine batch norm on the units of group {group.name!r} "
+                f"({group.kind}); use 'l1', 'l2' or 'taylor' there"
+            )
+    else:
+        per_module: dict[str, Tensor] = {}
+        for tensor_slice in group.slices:
+            tensor = getattr(modules[tensor_slice.module], tensor_slice.attr)
+            if tensor_slice.role == "consumer" or not isinstance(tensor, nn.Parameter):
+                continue
+            if tensor.grad is None:
+                raise ValueError(
+                    f"criterion 'taylor' needs gradients accumulated in .grad, but {tensor_slice.tensor_name} "
+                    "has none; run loss.backward() on a few batches before scoring"
+                )
+            products = _unit_rows(model, group, tensor_slice, tensor.grad * tensor).sum(1)
+            previous = per_module.get(tensor_slice.module)
+            per_module[tensor_slice.module] = products if previous is None else previous + products
+        for products in per_module.values():
+            total = products.abs() if total is None else total + products.abs()
+    if total is None:
+        raise ValueError(f"group {group.name!r} has no producing weights to score with {criterion!r}")
+    return total.detach().float()
+
+
+def _unit_rows(model: nn.Module, group: StructuredGroup, tensor_slice: TensorSlice, tensor: Tensor) -> Tensor:
+    """Rearranges ``tensor`` to ``(units, everything the unit owns in it)``."""
+    dim_size = tensor.shape[tensor_slice.dim]
+    if tensor_slice.num_units(dim_size) != group.size:
+        raise ValueError(
+            f"group {group.name!r} was built for {group.size} units but {tensor_slice.tensor_name} holds "
+            f"{tensor_slice.num_units(dim_size)}; call prunable_groups(model) again after surgery"
+        )
+    moved = tensor.detach().movedim(tensor_slice.dim, 0)
+    chunked = moved.reshape(tensor_slice.chunks, group.size, tensor_slice.width, -1)
+    return chunked.transpose(0, 1).reshape(group.size, -1)
+
+
+def _check_groups(groups: Mapping[str, StructuredGroup]) -> None:
+    if not isinstance(groups, Mapping) or not groups:
+        raise TypeError(
+            "groups must be a non-empty mapping of name to StructuredGroup, e.g. prunable_groups(model)"
+        )
+    for name, group in groups.items():
+        if not isinstance(group, StructuredGroup):
+            raise TypeError(f"groups[{name!r}] must be a StructuredGroup, got {type(group).__name__}")
+
+
+def _check_fraction(value: float, name: str, allow_zero: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    low_ok = value >= 0.0 if allow_zero else value > 0.0
+    if not (low_ok and value < 1.0):
+        interval = "[0, 1)" if allow_zero else "(0, 1)"
+        raise ValueError(f"{name} must be in {interval} (1.0 would remove everything), got {value}")
+    return value
+
+
+def _check_scope(scope: str) -> str:
+    if scope not in SELECTION_SCOPES:
+        raise ValueError(f"unknown selection scope {scope!r}; allowed: {list(SELECTION_SCOPES)}")
+    return scope
+
+
+def _check_scores(scores: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    if not isinstance(scores, Mapping) or not scores:
+        raise TypeError("scores must be a non-empty mapping of group name to a 1-D tensor of unit scores")
+    checked = {}
+    for name, values in scores.items():
+        if not isinstance(values, Tensor) or values.dim() != 1 or values.numel() == 0:
+            raise TypeError(f"scores[{name!r}] must be a non-empty 1-D tensor, got {values!r}")
+        values = values.detach().double().cpu()
+        if torch.isnan(values).any():
+            raise ValueError(f"scores[{name!r}] holds NaN; check the gradients or weights it came from")
+        checked[name] = values
+    return checked
+
+
+def _check_scores_match(scores: Mapping[str, Tensor], groups: Mapping[str, StructuredGroup]) -> None:
+    for name, values in scores.items():
+        if name not in groups:
+            raise ValueError(f"scores name group {name!r}, which is not in groups: {', '.join(groups)}")
+        if len(values) != groups[name].size:
+            raise ValueError(f"scores[{name!r}] has {len(values)} entries but the group has {groups[name].size} units")
+
+
+def _caps(scores: Mapping[str, Tensor], max_group_fraction: float) -> dict[str, int]:
+    if isinstance(max_group_fraction, bool) or not isinstance(max_group_fraction, (int, float)):
+        raise TypeError(f"max_group_fraction must be a number in (0, 1], got {max_group_fraction!r}")
+    if not 0.0 < max_group_fraction <= 1.0:
+        raise ValueError(f"max_group_fraction must be in (0, 1], got {max_group_fraction}")
+    return {
+        name: min(math.floor(max_group_fraction * len(values) + 1e-9), len(values) - 1)
+        for name, values in scores.items()
+    }
+
+
+def _removal_order(scores: Mapping[str, Tensor], caps: Mapping[str, int], normalize: bool) -> list[tuple[str, int]]:
+    """All units the caps allow to go, lowest (normalised) score first."""
+    names = list(scores)
+    values = []
+    for name in names:
+        group_scores = scores[name]
+        if normalize:
+            mean = group_scores.abs().mean()
+            group_scores = group_scores / mean if mean > 0 else group_scores
+        values.append(group_scores)
+    owners = torch.cat([torch.full((len(scores[name]),), position) for position, name in enumerate(names)])
+    indices = torch.cat([torch.arange(len(scores[name])) for name in names])
+    order = torch.sort(torch.cat(values), stable=True).indices
+    taken = dict.fromkeys(names, 0)
+    removal = []
+    for flat in order.tolist():
+        name = names[int(owners[flat])]
+        if taken[name] < caps[name]:
+            taken[name] += 1
+            removal.append((name, int(indices[flat])))
+    return removal
+
+
+def _prefix_counts(scores: Mapping[str, Tensor], removal: list[tuple[str, int]]) -> dict[str, int]:
+    counts = dict.fromkeys(scores, 0)
+    for name, _ in removal:
+        counts[name] += 1
+    return counts
+
+
+def _smallest_reaching(last: int, reaches: Callable[[int], bool]) -> int:
+    """Smallest ``n`` in ``[0, last]`` with ``reaches(n)``, for a monotone predicate true at ``last``."""
+    low, high = 0, last
+    while low < high:
+        middle = (low + high) // 2
+        if reaches(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
+def _check_reachable(
+    counter: _ParameterCounter, most_removed: Mapping[str, int], target: float, max_group_fraction: float
+) -> None:
+    reachable = counter.removed_fraction(most_removed)
+    if reachable < target:
+        raise ValueError(
+            f"cannot remove {target:.1%} of the parameters by pruning these groups with "
+            f"max_group_fraction={max_group_fraction}: at most {reachable:.1%} can go; include more "
+            "groups (e.g. include_residual=True), raise max_group_fraction or lower the target"
+        )
+
+
+def _keep_from_order(scores: Mapping[str, Tensor], removal: list[tuple[str, int]]) -> dict[str, list[int]]:
+    removed: dict[str, set[int]] = {name: set() for name in scores}
+    for name, index in removal:
+        removed[name].add(index)
+    return {name: [i for i in range(len(values)) if i not in removed[name]] for name, values in scores.items()}
+
+
+def _keep_lowest_removed(scores: Mapping[str, Tensor], counts: Mapping[str, int]) -> dict[str, list[int]]:
+    keep = {}
+    for name, values in scores.items():
+        lowest = torch.sort(values, stable=True).indices[: counts[name]].tolist()
+        dropped = set(lowest)
+        keep[name] = [i for i in range(len(values)) if i not in dropped]
+    return keep
