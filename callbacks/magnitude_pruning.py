@@ -10,7 +10,7 @@ from lightning.pytorch import LightningModule, Trainer
 
 from callbacks.mask_pruning import MaskPruningCallback
 from lit_prune.module import ImageClassifier
-from lit_prune.pruning import cubic_sparsity, fixed_steps, validate_sparsity
+from lit_prune.pruning import cubic_sparsity, fixed_steps, linear_steps, validate_sparsity
 
 __all__ = ["SCHEDULES", "MagnitudePruning"]
 
@@ -46,6 +46,7 @@ class MagnitudePruning(MaskPruningCallback):
         every_n_epochs: Epochs between pruning steps (``iterative``, ``gradual``).
         epochs: ``iterative`` only: explicit epochs of the pruning steps, increasing.
         fraction_per_step: ``iterative`` only: fraction of the remaining weights per step, in (0, 1).
+        sparsity_step: ``iterative`` only: sparsity added per step instead, in (0, 1).
         **kwargs: Options of ``MaskPruningCallback`` (scope, score, layer_sparsity, include,
             exclude, include_bias, include_norm, seed, eval_batches, log_layers).
 
@@ -62,6 +63,7 @@ class MagnitudePruning(MaskPruningCallback):
         every_n_epochs: int = 1,
         epochs: Sequence[int] | None = None,
         fraction_per_step: float = 0.2,
+        sparsity_step: float | None = None,
         scope: str = "global",
         score: str = "magnitude",
         layer_sparsity: Mapping[str, float] | None = None,
@@ -94,11 +96,13 @@ class MagnitudePruning(MaskPruningCallback):
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
         if epochs is not None and schedule != "iterative":
             raise ValueError("epochs lists the steps of the 'iterative' schedule only")
+        if sparsity_step is not None and (schedule != "iterative" or epochs is not None):
+            raise ValueError("sparsity_step applies to the 'iterative' schedule without an epochs list only")
         if end_epoch is not None and schedule != "gradual":
             raise ValueError("end_epoch applies to the 'gradual' schedule only")
         self.schedule = schedule
         self.plan = _build_plan(
-            schedule, self.target_sparsity, start_epoch, end_epoch, every_n_epochs, epochs, fraction_per_step
+            schedule, self.target_sparsity, start_epoch, end_epoch, every_n_epochs, epochs, fraction_per_step, sparsity_step
         )
         self.steps_done = 0
         self._state_key = self._generate_state_key(
@@ -171,6 +175,7 @@ def _build_plan(
     every_n_epochs: int,
     epochs: Sequence[int] | None,
     fraction_per_step: float,
+    sparsity_step: float | None = None,
 ) -> list[tuple[int, float, float]]:
     """Returns the pruning steps as ``(epoch, sparsity, progress)``, epochs increasing."""
     if schedule == "one_shot":
@@ -183,7 +188,7 @@ def _build_plan(
             count = len(epochs)
             levels = [1.0 - (1.0 - target) ** ((k + 1) / count) for k in range(count)]
         else:
-            levels = fixed_steps(target, fraction_per_step)
+            levels = fixed_steps(target, fraction_per_step) if sparsity_step is None else linear_steps(target, sparsity_step)
             epochs = [start_epoch + k * every_n_epochs for k in range(len(levels))]
         return [(epoch, level, _progress(level, target)) for epoch, level in zip(epochs, levels)]
     if end_epoch is None or end_epoch <= start_epoch:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +14,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lit_prune.models import create_model
 from lit_prune.pruning import MaskEnforcer, PruningMask
+from lit_prune.pruning.channel_surgery import shrink_groups_
+from lit_prune.pruning.surgery_history import check_history, remap_mask, replay_history
 
 __all__ = ["ImageClassifier"]
 
@@ -31,10 +34,12 @@ class ImageClassifier(LightningModule):
     ``test/`` (top-5 only when there are at least five classes).
 
     The module owns the pruning state that defines the model: the mask (parameter name of the
-    network to bool tensor, plain names such as ``layer1.0.conv1.weight``) and the stages that
-    pruning callbacks record. Both are written to ``checkpoint["pruning"]`` and restored before the
-    weights load, so ``fit --ckpt_path`` (resume), ``test --ckpt_path`` and ``load_from_checkpoint``
-    all see the pruned model. A pruned weight stays exactly zero: its gradient is zeroed before
+    network to bool tensor, plain names such as ``layer1.0.conv1.weight``), the history of
+    structured surgery (channels, heads, MLP units physically removed) and the stages that pruning
+    callbacks record. All are written to ``checkpoint["pruning"]`` and restored before the weights
+    load (the surgery is replayed on the freshly built network first), so ``fit --ckpt_path``
+    (resume), ``test --ckpt_path`` and ``load_from_checkpoint`` all see the pruned model with
+    strict loading. A pruned weight stays exactly zero: its gradient is zeroed before
     every optimizer step (after AMP unscaling) and the weight re-zeroed after it.
 
     Args:
@@ -90,6 +95,7 @@ class ImageClassifier(LightningModule):
         )
         self.pruning_mask: PruningMask | None = None
         self.pruning_stages: list[dict[str, Any]] = []
+        self.surgery_history: list[dict[str, Any]] = []
         self._mask_enforcer: MaskEnforcer | None = None
 
     def forward(self, images: Tensor) -> Tensor:
@@ -142,6 +148,52 @@ class ImageClassifier(LightningModule):
                 self._mask_enforcer.clear_optimizer_state_(optimizer)
         self.pruning_mask = mask
 
+    def apply_surgery(
+        self, keep: Mapping[str, Sequence[int]], kinds: Sequence[str] | None = None, restart_lr_schedule: bool = False
+    ) -> list[dict[str, Any]]:
+        """Physically removes channels, heads or MLP units, and keeps everything consistent with it.
+
+        The records are appended to :attr:`surgery_history` (checkpointed and replayed on load),
+        an existing mask is carried through the surgery, and during ``fit`` the optimizer is
+        rebuilt for the new parameters (and DDP re-wraps the shrunken module); the LR schedule
+        continues where it was unless ``restart_lr_schedule``.
+
+        Args:
+            keep: Structured group name (see ``lit_prune.pruning.channel_groups.prunable_groups``)
+                to the indices of the units to keep.
+            kinds: Restrict to these group kinds (``channels``, ``heads``, ``mlp_units``).
+            restart_lr_schedule: Start the LR schedule from its beginning after the surgery.
+
+        Returns:
+            The records of this surgery.
+        """
+        records = shrink_groups_(self.network, keep, kinds=kinds)
+        if not records:
+            return records
+        self.surgery_history.extend(records)
+        if self.pruning_mask is not None:
+            self.pruning_mask = remap_mask(self.pruning_mask, self.network, records)
+            self.pruning_mask.apply_(self.network)
+            self._mask_enforcer = MaskEnforcer(self.network, self.pruning_mask)
+        if self._trainer is not None and self.trainer.training:
+            self._rebuild_optimizers(restart_lr_schedule)
+        return records
+
+    def _rebuild_optimizers(self, restart_lr_schedule: bool) -> None:
+        """New optimizer (and DDP wrapper) for the new parameters; the LR schedule position is kept."""
+        strategy = self.trainer.strategy
+        wrap = getattr(strategy, "_setup_model", None)
+        if strategy.model is not self and wrap is not None:
+            strategy.model = wrap(self)
+        old_schedulers = [config.scheduler.state_dict() for config in strategy.lr_scheduler_configs]
+        strategy.setup_optimizers(self.trainer)
+        if restart_lr_schedule:
+            return
+        for config, state in zip(strategy.lr_scheduler_configs, old_schedulers):
+            config.scheduler.load_state_dict(state)
+            for group, lr in zip(config.scheduler.optimizer.param_groups, config.scheduler.get_last_lr()):
+                group["lr"] = lr
+
     def record_stage(self, name: str, **values: Any) -> dict[str, Any]:
         """Appends a pruning stage (baseline, pruned, round, fine-tuned) for the run report.
 
@@ -169,11 +221,16 @@ class ImageClassifier(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         mask = None if self.pruning_mask is None else self.pruning_mask.state_dict()
-        checkpoint["pruning"] = {"mask": mask, "stages": [dict(stage) for stage in self.pruning_stages]}
+        checkpoint["pruning"] = {
+            "mask": mask,
+            "surgery": [dict(record) for record in self.surgery_history],
+            "stages": [dict(stage) for stage in self.pruning_stages],
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("pruning") or {}
         self.pruning_stages = [dict(stage) for stage in state.get("stages", [])]
+        self._restore_surgery(check_history(state.get("surgery", [])))
         if state.get("mask") is None:
             self.pruning_mask, self._mask_enforcer = None, None
             return
@@ -181,6 +238,18 @@ class ImageClassifier(LightningModule):
         mask.validate(self.network)
         self.pruning_mask = mask
         self._mask_enforcer = MaskEnforcer(self.network, mask)
+
+    def _restore_surgery(self, history: list[dict[str, Any]]) -> None:
+        """Replays the checkpoint's surgery on the full-size network, so its weights load strictly."""
+        if history == self.surgery_history:
+            return
+        if self.surgery_history:
+            raise ValueError(
+                "this module's network was already shrunk by a different surgery history than the checkpoint's; "
+                "load the checkpoint into a freshly built ImageClassifier"
+            )
+        replay_history(self.network, history)
+        self.surgery_history = history
 
     def configure_optimizers(self) -> Mapping[str, Any]:
         optimizer = self.optimizer_factory(self.parameters())

@@ -1,7 +1,9 @@
 """Every config in ``configs/`` parses and runs end to end on the digits data with tiny limits.
 
 A CIFAR config that only parses can still be broken, so each one is also run: the data module is
-swapped for the offline digits (same image size), and the trainer limited to a couple of batches.
+swapped for the offline digits (same image size), the trainer limited to a couple of batches, and
+the schedule shortened by the overrides the config itself lists on a ``# smoke:`` comment line
+(for example ``# smoke: --trainer.max_epochs=3 --trainer.callbacks.start_epoch=1``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,14 @@ def _offline_overrides(config: Path) -> list[str]:
     return []
 
 
+def _smoke_overrides(config: Path) -> list[str]:
+    overrides: list[str] = []
+    for line in config.read_text().splitlines():
+        if line.startswith("# smoke:"):
+            overrides.extend(line.removeprefix("# smoke:").split())
+    return overrides
+
+
 def test_there_are_configs() -> None:
     names = {c.name for c in CONFIGS}
     assert {"quickstart.yaml", "resnet20_cifar10.yaml", "vgg16bn_cifar100.yaml", "vit_tiny_cifar10.yaml"} <= names
@@ -59,6 +69,7 @@ def test_config_smoke_runs_on_digits(config: Path, in_tmp_dir: Path) -> None:
             *_digits_data_override(config),
             *_offline_overrides(config),
             "--trainer.max_epochs=1",
+            *_smoke_overrides(config),
             "--trainer.limit_train_batches=2",
             "--trainer.limit_val_batches=1",
             "--trainer.accelerator=cpu",

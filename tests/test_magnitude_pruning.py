@@ -82,6 +82,8 @@ def test_plans() -> None:
     iterative = _build_plan("iterative", 0.9, 0, None, 2, None, 0.5)
     assert [e for e, _, _ in iterative] == [0, 2, 4, 6]
     assert iterative[-1][1] == 0.9
+    additive = _build_plan("iterative", 0.5, 1, None, 3, None, 0.2, 0.1)
+    assert [(e, round(v, 6)) for e, v, _ in additive] == [(1, 0.1), (4, 0.2), (7, 0.3), (10, 0.4), (13, 0.5)]
     listed = _build_plan("iterative", 0.75, 0, None, 1, [3, 7], 0.2)
     assert [(e, round(s, 6)) for e, s, _ in listed] == [(3, 0.5), (7, 0.75)]
     gradual = _build_plan("gradual", 0.9, 2, 6, 1, None, 0.2)

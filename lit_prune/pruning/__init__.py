@@ -1,4 +1,4 @@
-"""Pure-PyTorch pruning core: masks, parameter selection, scores, selection, schedules, enforcement.
+"""Pure-PyTorch pruning core: masks, scores, selection, schedules, enforcement, structured surgery.
 
 Nothing here imports Lightning; callbacks decide *when* to call these functions.
 
@@ -12,15 +12,19 @@ Typical one-shot global magnitude pruning::
     # each step: loss.backward(); enforcer.zero_gradients_(); optimizer.step(); enforcer.zero_weights_()
 """
 
+from lit_prune.pruning.channel_groups import StructuredGroup, prunable_groups
+from lit_prune.pruning.channel_surgery import remove_channels_, shrink_groups_
 from lit_prune.pruning.enforcement import (
     MaskEnforcer,
     clear_pruned_optimizer_state_,
     zero_pruned_gradients_,
     zero_pruned_weights_,
 )
+from lit_prune.pruning.head_surgery import remove_heads_, remove_mlp_units_
 from lit_prune.pruning.mask import PruningMask
 from lit_prune.pruning.parameters import NORM_LAYER_TYPES, PRUNABLE_LAYER_TYPES, prunable_parameters
 from lit_prune.pruning.schedules import cubic_sparsity, fixed_steps, geometric, linear_steps, one_shot
+from lit_prune.pruning.saliency import class_balanced_batches, grasp_scores, snip_scores, synflow_prune_mask
 from lit_prune.pruning.scores import magnitude_scores, random_scores
 from lit_prune.pruning.selection import (
     global_prune_mask,
@@ -28,25 +32,58 @@ from lit_prune.pruning.selection import (
     sparsity_after_step,
     validate_sparsity,
 )
+from lit_prune.pruning.sensitivity import SensitivityResult, allocate_layer_sparsity, sensitivity_sweep
+from lit_prune.pruning.sparse_export import export_coo, to_sparse_inference, verify_coo_against_mask
+from lit_prune.pruning.structured_importance import (
+    removed_parameter_fraction,
+    select_channels,
+    select_channels_for_param_fraction,
+    structured_importance,
+)
+from lit_prune.pruning.surgery_history import remap_mask, replay_history
+from lit_prune.pruning.unstructured import UnstructuredPruner
 
 __all__ = [
     "NORM_LAYER_TYPES",
     "PRUNABLE_LAYER_TYPES",
-    "MaskEnforcer",
-    "PruningMask",
+    "allocate_layer_sparsity",
+    "class_balanced_batches",
     "clear_pruned_optimizer_state_",
     "cubic_sparsity",
+    "export_coo",
     "fixed_steps",
     "geometric",
     "global_prune_mask",
+    "grasp_scores",
     "layerwise_prune_mask",
     "linear_steps",
     "magnitude_scores",
+    "MaskEnforcer",
     "one_shot",
+    "prunable_groups",
     "prunable_parameters",
+    "PruningMask",
     "random_scores",
+    "remap_mask",
+    "remove_channels_",
+    "remove_heads_",
+    "remove_mlp_units_",
+    "removed_parameter_fraction",
+    "replay_history",
+    "select_channels",
+    "select_channels_for_param_fraction",
+    "sensitivity_sweep",
+    "SensitivityResult",
+    "shrink_groups_",
+    "snip_scores",
     "sparsity_after_step",
+    "structured_importance",
+    "StructuredGroup",
+    "synflow_prune_mask",
+    "to_sparse_inference",
+    "UnstructuredPruner",
     "validate_sparsity",
+    "verify_coo_against_mask",
     "zero_pruned_gradients_",
     "zero_pruned_weights_",
 ]
