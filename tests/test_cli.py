@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,9 @@ from lit_prune.module import ImageClassifier
 from tests.conftest import CONFIG_DIR, REPO_ROOT
 
 TINY_FIT = [
-    "--trainer.max_epochs=1",
+    "--trainer.max_epochs=3",
+    "--trainer.callbacks.epochs_per_round=2",
+    "--trainer.callbacks.rounds=1",
     "--trainer.limit_train_batches=2",
     "--trainer.limit_val_batches=1",
     "--trainer.limit_test_batches=1",
@@ -35,16 +38,23 @@ def test_fit_then_test_on_digits_end_to_end(in_tmp_dir: Path, capsys: pytest.Cap
     assert "final val/top1 0." in out or "final val/top1 1." in out
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["model"]["network"] == "resnet20"
-    assert saved["model"]["num_classes"] == 10
+    assert saved["data"]["class_path"] == "datamodules.DigitsDataModule"
     assert list(run_dir.glob("events.out.tfevents.*")), "no TensorBoard events written"
     last = run_dir / "checkpoints" / "last.ckpt"
     assert last.is_file()
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["model"] == "resnet20" and report["dataset"] == "digits"
+    assert report["method"].startswith("lottery ticket")
+    assert abs(report["sparsity"]["global"] - 0.8) < 1e-4
+    assert [stage["name"] for stage in report["stages"]] == ["baseline", "round1/pruned", "round1/trained"]
+    assert (run_dir / "report.md").is_file() and (run_dir / "accuracy_vs_epoch.png").is_file()
 
     main(["test", "--config", str(CONFIG_DIR / "quickstart.yaml"), "--ckpt_path", str(last), *TINY_FIT])
     out = capsys.readouterr().out
     assert "test/top1" in out
 
     restored = ImageClassifier.load_from_checkpoint(last)
+    assert restored.pruning_mask is not None and abs(restored.pruning_mask.sparsity() - 0.8) < 1e-4
     state = torch.load(last, map_location="cpu", weights_only=False)["state_dict"]
     for name, tensor in restored.state_dict().items():
         assert torch.equal(tensor, state[name]), name

@@ -43,7 +43,7 @@ plans) do not inflate the measurement.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -205,9 +205,23 @@ def _peak_and_average(
 def _unique_storage_bytes(tensors: Iterable[Tensor]) -> int:
     seen: set[int] = set()
     total = 0
-    for tensor in tensors:
+    for tensor in _dense_parts(tensors):
         storage = tensor.untyped_storage()
         if storage.data_ptr() not in seen:
             seen.add(storage.data_ptr())
             total += storage.nbytes()
     return total
+
+
+def _dense_parts(tensors: Iterable[Tensor]) -> Iterator[Tensor]:
+    """The strided tensors holding the data: a sparse tensor's indices and values (COO) or its
+    compressed indices, plain indices and values (CSR/CSC/BSR/BSC)."""
+    for tensor in tensors:
+        if tensor.layout == torch.sparse_coo:
+            yield from (tensor._indices(), tensor._values())
+        elif tensor.layout in (torch.sparse_csr, torch.sparse_bsr):
+            yield from (tensor.crow_indices(), tensor.col_indices(), tensor.values())
+        elif tensor.layout in (torch.sparse_csc, torch.sparse_bsc):
+            yield from (tensor.ccol_indices(), tensor.row_indices(), tensor.values())
+        else:
+            yield tensor

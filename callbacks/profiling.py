@@ -1,0 +1,345 @@
+"""``ProfilingCallback``: measures the final model and writes the run report."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor, nn
+
+from lit_prune.profiling import evaluate_topk
+from lit_prune.report_compare import load_runs, plot_accuracy_vs_sparsity, plot_training_curves
+from lit_prune.report import (
+    ACCURACY_KEYS,
+    PROFILE_KEYS,
+    accuracy_section,
+    build_report,
+    dataset_name,
+    measure_profile,
+    write_report,
+)
+
+__all__ = ["ProfilingCallback"]
+
+_TEST_METRICS = {"top1": "test/top1", "top5": "test/top5"}
+
+
+class ProfilingCallback(Callback):
+    """Profiles the final model after ``fit`` and ``test`` and writes ``report.json``/``report.md``.
+
+    After fitting (``on_fit_end``) it evaluates top-1/top-5 of the final model on the test set
+    (and the training set with ``train_accuracy``), drawing batches from the data module's
+    loaders and passing them through its ``transform_batch``. After testing (``on_test_end``) it
+    takes the test accuracy the module logged (``test/top1``, ``test/top5``) instead. Then it
+    measures the profile (``lit_prune.report.measure_profile``: latency, memory, energy, MACs,
+    serialised size, and optionally sparse inference) on one batch of ``batch_size`` test images,
+    logs it as ``profile/*`` to the trainer's loggers, and writes ``report.json`` and
+    ``report.md`` into the run directory (``lightning_logs/<name>/version_<n>/``). The method is
+    the ``describe_method()`` of every pruning callback of the trainer, joined with ``" + "``
+    (``"dense"`` when the model was never pruned).
+
+    Under DDP everything happens on global rank 0 only (evaluation on the whole, unsharded test
+    set), with no collective call, and only rank 0 writes files.
+
+    Args:
+        batch_size: Images per batch for latency, memory and energy (fewer when the test set is
+            smaller); the data module's ``batch_size`` when None.
+        latency_warmup: Untimed batches before the latency is measured.
+        latency_repeats: Timed batches; the reported latency is their median.
+        energy_repeats: Batches inside the energy measurement window.
+        train_accuracy: Also evaluate top-1/top-5 on the training set (costs a pass over it).
+        sparse_inference: Also measure latency, memory and energy of the sparse-weight copy of a
+            masked model (``lit_prune.pruning.sparse_export.to_sparse_inference``).
+        max_eval_batches: Batches evaluated per split; ``None`` uses the trainer's integer
+            ``limit_test_batches`` or, if that is a fraction, every batch.
+        device: Device to profile on, e.g. ``"cpu"`` to measure CPU inference after GPU
+            training; ``None`` profiles on the device the trainer ran on. Accuracy is always
+            evaluated on the trainer's device.
+
+    Raises:
+        ValueError: If a count is out of range.
+        TypeError: If ``device`` is not a device name.
+    """
+
+    def __init__(
+        self,
+        batch_size: int | None = None,
+        latency_warmup: int = 3,
+        latency_repeats: int = 10,
+        energy_repeats: int = 10,
+        train_accuracy: bool = False,
+        sparse_inference: bool = False,
+        max_eval_batches: int | None = None,
+        device: str | None = None,
+    ) -> None:
+        if batch_size is not None:
+            _check_count("batch_size", batch_size, 1)
+        for name, value, minimum in (
+            ("latency_warmup", latency_warmup, 0),
+            ("latency_repeats", latency_repeats, 1),
+            ("energy_repeats", energy_repeats, 1),
+        ):
+            _check_count(name, value, minimum)
+        if max_eval_batches is not None:
+            _check_count("max_eval_batches", max_eval_batches, 1)
+        for name, flag in (("train_accuracy", train_accuracy), ("sparse_inference", sparse_inference)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be true or false, got {flag!r}")
+        if device is not None:
+            try:
+                torch.device(device)
+            except (RuntimeError, TypeError):
+                raise TypeError(
+                    f"device must be a torch device name such as 'cpu' or 'cuda:0', or null; got {device!r}"
+                ) from None
+        self.batch_size = batch_size
+        self.latency_warmup = latency_warmup
+        self.latency_repeats = latency_repeats
+        self.energy_repeats = energy_repeats
+        self.train_accuracy = train_accuracy
+        self.sparse_inference = sparse_inference
+        self.max_eval_batches = max_eval_batches
+        self.device = device
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.write_run_report(trainer, pl_module, trigger="fit", test_metrics=None)
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.is_global_zero:
+            metrics = {
+                k: float(trainer.callback_metrics[key])
+                for k, key in _TEST_METRICS.items()
+                if key in trainer.callback_metrics
+            }
+            self.write_run_report(trainer, pl_module, trigger="test", test_metrics=metrics or None)
+
+    def write_run_report(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        trigger: str,
+        test_metrics: Mapping[str, float] | None,
+    ) -> dict[str, Any]:
+        """Evaluates, profiles, logs ``profile/*`` and writes the report (call on rank 0 only).
+
+        Args:
+            trainer: The trainer that ran.
+            pl_module: The module; its ``network``, ``pruning_mask`` and ``pruning_stages`` are
+                used when present (``ImageClassifier`` has them), otherwise the module itself.
+            trigger: ``"fit"`` or ``"test"``: what just ended.
+            test_metrics: Test accuracy from the test loop (``{"top1": ...}``), or ``None`` to
+                evaluate it here.
+
+        Returns:
+            The report that was written.
+        """
+        run_dir = _run_dir(trainer)
+        network: nn.Module = getattr(pl_module, "network", pl_module)
+        mask = getattr(pl_module, "pruning_mask", None)
+        datamodule = trainer.datamodule
+        eval_device = trainer.strategy.root_device
+        profile_device = torch.device(self.device) if self.device is not None else eval_device
+        limit = self._eval_limit(trainer)
+
+        if test_metrics is not None:
+            samples = None
+            test, test_note = dict(test_metrics), ""
+            test_source = "the test loop (test/top1, test/top5 logged by the module)"
+        else:
+            test, samples, test_note = self._evaluate(trainer, network, "test", eval_device, limit)
+            test_source = f"evaluating the final model on the test set after fit ({limit or 'all'} batches)"
+        train, train_samples, train_note = (None, None, "not measured (set train_accuracy: true to measure it)")
+        if self.train_accuracy:
+            train, train_samples, train_note = self._evaluate(trainer, network, "train", eval_device, limit)
+        accuracy = accuracy_section(test, train, test_note, train_note, samples, train_samples, test_source)
+
+        inputs = self._example_inputs(trainer, profile_device)
+        profile = measure_profile(
+            _on_device(network, profile_device),
+            inputs,
+            mask,
+            warmup=self.latency_warmup,
+            repeats=self.latency_repeats,
+            energy_repeats=self.energy_repeats,
+            sparse_inference=self.sparse_inference,
+        )
+        hparams = getattr(pl_module, "hparams", {})
+        model_name = hparams.get("network") if isinstance(hparams.get("network"), str) else type(network).__name__
+        report = build_report(
+            model=model_name,
+            dataset=dataset_name(datamodule),
+            method=_describe_method(trainer, pl_module),
+            network=network,
+            mask=mask,
+            accuracy=accuracy,
+            profile=profile,
+            stages=getattr(pl_module, "pruning_stages", []),
+            extra={
+                "run_dir": run_dir,
+                "trigger": trigger,
+                "epoch": trainer.current_epoch,
+                "global_step": trainer.global_step,
+                "checkpoint": trainer.ckpt_path,
+            },
+        )
+        self._log(trainer, report)
+        json_path, markdown_path = write_report(report, run_dir)
+        rank_zero_info(f"ProfilingCallback: wrote {json_path} and {markdown_path}")
+        _write_run_plots(trainer, run_dir)
+        return report
+
+    def _eval_limit(self, trainer: Trainer) -> int | None:
+        if self.max_eval_batches is not None:
+            return self.max_eval_batches
+        limit = trainer.limit_test_batches
+        return limit if isinstance(limit, int) else None
+
+    def _evaluate(
+        self, trainer: Trainer, network: nn.Module, split: str, device: torch.device, limit: int | None
+    ) -> tuple[dict[str, float | None] | None, int | None, str]:
+        """Top-k accuracy on one split, or ``None`` with the reason."""
+        loader = _loader(trainer, split)
+        if loader is None:
+            return None, None, f"not measured: the trainer has no data module with a {split}_dataloader()"
+        counter = _SampleCounter(_model_inputs(trainer, loader, device, limit))
+        topk = evaluate_topk(_on_device(network, device), counter, topk=(1, 5), device=device)
+        return topk, counter.count, ""
+
+    def _example_inputs(self, trainer: Trainer, device: torch.device) -> Tensor:
+        """One batch of ``batch_size`` model inputs, from the test (else validation, else training) data."""
+        batch_size = self.batch_size or getattr(trainer.datamodule, "batch_size", None) or 128
+        for split in ("test", "val", "train"):
+            loader = _loader(trainer, split)
+            if loader is None:
+                continue
+            parts, count = [], 0
+            for images, _ in _model_inputs(trainer, loader, device, None):
+                parts.append(images)
+                count += images.shape[0]
+                if count >= batch_size:
+                    break
+            if parts:
+                return torch.cat(parts)[:batch_size]
+        raise RuntimeError(
+            "ProfilingCallback needs data to profile with: give the Trainer a datamodule with a "
+            "test_dataloader() (or val/train dataloaders)"
+        )
+
+    def _log(self, trainer: Trainer, report: Mapping[str, Any]) -> None:
+        """Logs the measured numbers as ``profile/<key>`` (values that are ``None`` are left out)."""
+        profile, accuracy = report["profile"], report["accuracy"]
+        values = {f"profile/{key}": profile[key] for key in PROFILE_KEYS}
+        values.update({f"profile/{key}": accuracy[key] for key in ACCURACY_KEYS})
+        values["profile/sparsity"] = report["sparsity"]["global"]
+        values["profile/params_total"] = report["params"]["total"]
+        values["profile/params_nonzero"] = report["params"]["nonzero"]
+        sparse = profile.get("sparse_inference") or {}
+        values["profile/sparse_inference_latency_ms"] = sparse.get("latency_ms")
+        metrics = {key: float(value) for key, value in values.items() if value is not None}
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+
+
+class _SampleCounter:
+    """Wraps a batch iterable and counts the samples that went through it."""
+
+    def __init__(self, batches: Iterable[tuple[Tensor, Tensor]]) -> None:
+        self.batches = batches
+        self.count = 0
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for batch in self.batches:
+            self.count += int(batch[1].shape[0])
+            yield batch
+
+
+def _check_count(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _loader(trainer: Trainer, split: str) -> Any:
+    """The data module's loader of ``split`` (``test``, ``val``, ``train``), or the trainer's."""
+    datamodule = trainer.datamodule
+    if datamodule is not None:
+        return getattr(datamodule, f"{split}_dataloader")()
+    loaders = getattr(trainer, f"{split}_dataloaders" if split != "train" else "train_dataloader", None)
+    if isinstance(loaders, (list, tuple)):
+        return loaders[0] if loaders else None
+    return loaders
+
+
+def _model_inputs(
+    trainer: Trainer, loader: Iterable[Any], device: torch.device, limit: int | None
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Yields ``(inputs, targets)`` on ``device``, through the data module's eval transform."""
+    transform = getattr(trainer.datamodule, "transform_batch", None)
+    for index, (images, labels) in enumerate(loader):
+        if limit is not None and index >= limit:
+            return
+        batch = (images.to(device), labels.to(device))
+        yield transform(batch, train=False) if transform is not None else batch
+
+
+def _write_run_plots(trainer: Trainer, run_dir: str) -> None:
+    """Writes this run's accuracy/loss-vs-epoch and accuracy-vs-sparsity plots into its directory."""
+    for logger in trainer.loggers:
+        logger.save()
+        flush = getattr(getattr(logger, "experiment", None), "flush", None)
+        if callable(flush):
+            flush()
+    runs = load_runs([run_dir])
+    written = [
+        plot_training_curves(runs, Path(run_dir) / "accuracy_vs_epoch.png", kind="accuracy"),
+        plot_training_curves(runs, Path(run_dir) / "loss_vs_epoch.png", kind="loss"),
+        plot_accuracy_vs_sparsity(runs, Path(run_dir) / "accuracy_vs_sparsity.png"),
+    ]
+    for path in written:
+        if path is not None:
+            rank_zero_info(f"ProfilingCallback: wrote {path}")
+
+
+def _run_dir(trainer: Trainer) -> str:
+    """``trainer.log_dir`` as global rank 0 sees it, without the broadcast ``Trainer.log_dir`` does.
+
+    ``Trainer.log_dir`` is a collective call, which must not run in rank-zero-only code.
+    """
+    if trainer.loggers:
+        logger = trainer.loggers[0]
+        directory = logger.log_dir if isinstance(logger, (TensorBoardLogger, CSVLogger)) else logger.save_dir
+        if directory is not None:
+            return str(directory)
+    return str(trainer.default_root_dir)
+
+
+def _on_device(network: nn.Module, device: torch.device) -> nn.Module:
+    """The network itself when it is on ``device``, else a copy there (the original is not moved)."""
+    for tensor in network.parameters():
+        current = tensor.device
+        break
+    else:
+        return network
+    if current == device or (current.type == device.type and device.index is None):
+        return network
+    return copy.deepcopy(network).to(device)
+
+
+def _describe_method(trainer: Trainer, pl_module: LightningModule) -> str:
+    """Joins the ``describe_method()`` of the trainer's pruning callbacks; ``"dense"`` without pruning."""
+    descriptions = [
+        callback.describe_method()
+        for callback in trainer.callbacks
+        if callable(getattr(callback, "describe_method", None))
+    ]
+    if descriptions:
+        return " + ".join(descriptions)
+    if getattr(pl_module, "pruning_mask", None) is None and not getattr(pl_module, "pruning_stages", None):
+        return "dense"
+    return "pruned (no pruning callback in this run describes the method)"
