@@ -72,7 +72,7 @@ class _CIFARDataModule(InMemoryImageDataModule):
         data_dir: str = "data",
         download: bool = False,
         batch_size: int = 128,
-        num_workers: int = 2,
+        num_workers: int = 0,
         val_split: float = 0.1,
         seed: int = 0,
         image_size: int = 32,

@@ -20,6 +20,13 @@ _DEFAULT_LOGGER = {
 }
 
 
+_DESCRIPTION = (
+    "Train, prune, fine-tune and profile image classifiers from one YAML file "
+    "(lit-prune fit --config configs/X.yaml). To compare finished runs: "
+    "lit-prune report RUN_DIR [RUN_DIR ...] [--output DIR]."
+)
+
+
 class LitPruneCLI(LightningCLI):
     """LightningCLI with the links and defaults every lit-prune run relies on.
 
@@ -66,22 +73,23 @@ def main(args: list[str] | None = None) -> Any:
     ``lit_prune.report_compare``); every other subcommand goes to LightningCLI.
 
     Args:
-        args: Command-line arguments; ``sys.argv[1:]`` when None.
+        args: Command-line arguments; ``sys.argv[1:]`` when None (LightningCLI then reads them).
 
     Returns:
         The LightningCLI object, for programmatic use; for ``report``, the paths it wrote.
     """
-    args = sys.argv[1:] if args is None else args
-    if args and args[0] == "report":
+    command = sys.argv[1:] if args is None else args
+    if command and command[0] == "report":
         from lit_prune.report_compare import main as report_main
 
-        return report_main(args[1:])
+        return report_main(command[1:])
     cli = LitPruneCLI(
         ImageClassifier,
         LightningDataModule,
         subclass_mode_data=True,
         trainer_defaults={"logger": _DEFAULT_LOGGER},
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={"description": _DESCRIPTION},
         args=args,
     )
     if cli.subcommand is not None:

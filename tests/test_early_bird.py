@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,15 +20,6 @@ from lit_prune.module import ImageClassifier
 from lit_prune.pruning.channel_groups import prunable_groups
 from lit_prune.pruning.early_bird import EarlyBirdDetector, bn_scale_channel_mask, keep_indices, mask_distance
 from tests.pruning_helpers import digits, make_trainer
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """These tests run many tiny convolutions, for which one intra-op thread is far faster here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _set_scales(model: nn.Module, values: dict[str, Tensor]) -> None:

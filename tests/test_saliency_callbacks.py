@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -22,15 +21,6 @@ E6_STAGES = [
     {"trigger": "val_top1", "value": 0.4, "fraction": 0.75},
     {"trigger": "val_top1", "value": 0.6, "fraction": 1.0},
 ]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Two intra-op threads are many times slower than one on the shared 2-core test machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class _FakeTrainer(SimpleNamespace):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -30,15 +29,6 @@ from callbacks.sparse_export import (
 from lit_prune.module import ImageClassifier
 from lit_prune.pruning import PruningMask, prunable_parameters
 from tests.pruning_helpers import digits, make_module, make_trainer
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Two intra-op threads are many times slower than one on the shared 2-core test machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class _FakeTrainer(SimpleNamespace):

@@ -258,7 +258,7 @@ def _group_importance(model: nn.Module, group: StructuredGroup, criterion: str) 
     if criterion in ("l1", "l2"):
         for tensor_slice in group.slices:
             if tensor_slice.role == "producer" and tensor_slice.attr == "weight":
-                rows = _unit_rows(model, group, tensor_slice, getattr(modules[tensor_slice.module], "weight"))
+                rows = _unit_rows(model, group, tensor_slice, modules[tensor_slice.module].weight)
                 score = rows.abs().sum(1) if criterion == "l1" else rows.pow(2).sum(1).sqrt()
                 total = score if total is None else total + score
     elif criterion == "bn_scale":
