@@ -6,12 +6,14 @@ from callbacks.lottery_ticket import LotteryTicket
 from callbacks.magnitude_pruning import MagnitudePruning
 from callbacks.network_slimming import NetworkSlimming
 from callbacks.profiling import ProfilingCallback
+from callbacks.regression_pruning import ChannelRegressionPruning
 from callbacks.saliency_pruning import SaliencyPruning
 from callbacks.sensitivity import SensitivityAnalysis
 from callbacks.sparse_export import SparseExport
 
 __all__ = [
     "ChannelPruning",
+    "ChannelRegressionPruning",
     "EarlyBird",
     "HeadPruning",
     "LotteryTicket",

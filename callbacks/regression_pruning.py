@@ -1,0 +1,416 @@
+"""``ChannelRegressionPruning``: LASSO channel selection and least-squares reconstruction, then fine-tuning."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import Tensor, nn
+
+from callbacks.evaluation import evaluate_on_validation
+from lit_prune.module import ImageClassifier
+from lit_prune.profiling import count_macs, measure_latency, measure_memory
+from lit_prune.pruning import PruningMask, validate_sparsity
+from lit_prune.pruning.regression_pruning import (
+    RegressionPruningResult,
+    channel_ratios_from_sensitivity,
+    regression_channel_prune_,
+    resolve_channel_ratios,
+)
+from lit_prune.pruning.sensitivity import SensitivityResult
+from lit_prune.pruning.unstructured import UnstructuredPruner
+
+__all__ = ["REGRESSION_REPORT_FILE", "ChannelRegressionPruning"]
+
+REGRESSION_REPORT_FILE = "regression_pruning.json"
+"""Written into the run directory: ratios, per-layer errors and timings, keep lists."""
+
+
+class ChannelRegressionPruning(Callback):
+    """Prunes channels of a trained network by regression once, then lets the run fine-tune it.
+
+    He, Zhang & Sun, 2017, "Channel Pruning for Accelerating Very Deep Neural Networks" (ICCV):
+    layer by layer, in network order, the input channels of a convolution are chosen by LASSO
+    regression on calibration feature maps and the kept channels' weights refitted by least
+    squares so that the layer's output matches the original network's, on inputs produced by
+    the network already pruned before it; the pruned channels are then physically removed from
+    the layer and its producer (output channels, batch norm). The algorithm is
+    :func:`lit_prune.pruning.regression_pruning.regression_channel_prune_`; which layers it
+    prunes: every convolution of VGG after the first (the first one's input is the image), and
+    the second convolution of every ResNet basic block (block-internal channels; residual
+    streams stay).
+
+    The callback runs at the start of fitting (``on_train_start``), or at the start of epoch
+    ``start_epoch`` to prune a model trained in the earlier epochs of the same run. Start from a
+    trained model, e.g. ``model.network_kwargs.checkpoint_path`` pointing at a baseline run's
+    ``last.ckpt``. The rest of the run fine-tunes the shrunken network with the module's loss
+    and optimizer (which is rebuilt for the new parameters; the LR schedule continues). Stages
+    ``baseline`` (before pruning), ``pruned`` (no fine-tuning yet) and ``fine_tuned`` (end of
+    training) are recorded with validation accuracy, parameter count and, with
+    ``profile_stages``, MACs per image, latency and peak memory of one calibration batch (on
+    global rank 0, broadcast to the others), so the report shows what the pruning saved;
+    ``pruned`` also carries the per-layer errors and timings, and the run directory gets
+    ``regression_pruning.json`` with everything. The surgery goes through
+    ``ImageClassifier.apply_surgery``, so checkpoints of the run reload strictly.
+
+    DDP: global rank 0 runs the whole regression on a copy of the network, from calibration
+    batches drawn from the data module's unsharded training loader; the keep lists and the resulting weights are broadcast, and every rank
+    applies the same surgery and loads the same weights (a LASSO support computed separately on
+    each rank could differ by floating-point noise, and with it the shapes). The optional linear
+    mask is broadcast from rank 0 likewise, and so are the stage measurements.
+
+    Args:
+        ratios: Fraction of input channels to remove, in ``[0, 1)``: one number for every
+            prunable layer, or ``fnmatch`` patterns over the prunable convolutions' names to
+            fractions (``{"features.*": 0.5, "features.4*": 0.7}``; later patterns override
+            earlier ones; unmatched layers are not pruned). Give this or ``sensitivity_file``.
+        sensitivity_file: A ``sensitivity.json`` (``SensitivityResult.to_dict`` layout) of this
+            model; per-layer ratios are allocated from it for ``sensitivity_target``.
+        sensitivity_target: With ``sensitivity_file``: the fraction of the prunable
+            convolutions' weights to remove, in ``[0, 1)``.
+        calibration_batches: Training batches (evaluation transform) used for the regression.
+        positions_per_image: Output positions sampled per image and layer (10 in the paper).
+        start_epoch: Epoch at whose start the network is pruned (0: at the start of fitting).
+        linear_sparsity: Also prune this fraction of every linear layer's weights by magnitude
+            (unstructured, per layer, through the module's mask); ``None`` leaves them dense.
+        max_lasso_fits: Upper bound on the LASSO problems solved per layer.
+        seed: Seed of the sampled positions.
+        eval_batches: Validation batches measured per stage (the trainer's limit when None).
+        profile_stages: Measure MACs, latency and peak memory at each stage.
+
+    Raises:
+        ValueError: If an option is out of range, or both or neither of ``ratios`` and
+            ``sensitivity_file`` are given.
+        TypeError: If ``ratios`` has the wrong type.
+        FileNotFoundError: If ``sensitivity_file`` does not exist.
+    """
+
+    def __init__(
+        self,
+        ratios: float | dict[str, float] | None = None,
+        sensitivity_file: str | None = None,
+        sensitivity_target: float | None = None,
+        calibration_batches: int = 10,
+        positions_per_image: int = 10,
+        start_epoch: int = 0,
+        linear_sparsity: float | None = None,
+        max_lasso_fits: int = 40,
+        seed: int = 0,
+        eval_batches: int | None = None,
+        profile_stages: bool = True,
+    ) -> None:
+        if (ratios is None) == (sensitivity_file is None):
+            raise ValueError(
+                "give exactly one of ratios (one fraction or pattern -> fraction of input channels to remove) "
+                "and sensitivity_file (a sensitivity.json with sensitivity_target)"
+            )
+        if (sensitivity_file is None) != (sensitivity_target is None):
+            raise ValueError("sensitivity_target goes with sensitivity_file, and sensitivity_file needs it")
+        self.ratios = _check_ratios(ratios) if ratios is not None else None
+        self.sensitivity = _read_sensitivity(sensitivity_file) if sensitivity_file is not None else None
+        self.sensitivity_file = sensitivity_file
+        self.sensitivity_target = (
+            None if sensitivity_target is None else validate_sparsity(sensitivity_target, "sensitivity_target")
+        )
+        for name, value, minimum in (
+            ("calibration_batches", calibration_batches, 1),
+            ("positions_per_image", positions_per_image, 1),
+            ("start_epoch", start_epoch, 0),
+            ("max_lasso_fits", max_lasso_fits, 2),
+        ):
+            _check_int(name, value, minimum)
+        if eval_batches is not None:
+            _check_int("eval_batches", eval_batches, 1)
+        if not isinstance(profile_stages, bool):
+            raise TypeError(f"profile_stages must be true or false, got {profile_stages!r}")
+        self.linear_sparsity = None if linear_sparsity is None else validate_sparsity(linear_sparsity, "linear_sparsity")
+        self.calibration_batches = calibration_batches
+        self.positions_per_image = positions_per_image
+        self.start_epoch = start_epoch
+        self.max_lasso_fits = max_lasso_fits
+        self.seed = seed
+        self.eval_batches = eval_batches
+        self.profile_stages = profile_stages
+        self.done = False
+        self.removed_parameter_fraction: float | None = None
+        self.layer_ratios: dict[str, float] = {}
+        self._state_key = self._generate_state_key(
+            ratios=self.ratios, sensitivity_file=sensitivity_file, sensitivity_target=sensitivity_target
+        )
+
+    @property
+    def state_key(self) -> str:
+        return self._state_key
+
+    def describe_method(self) -> str:
+        """A short description of the method for reports."""
+        if self.removed_parameter_fraction is not None:
+            amount = f"{self.removed_parameter_fraction:.0%} of parameters removed"
+        elif self.sensitivity is not None:
+            amount = f"ratios from sensitivity for {self.sensitivity_target:.0%} of conv weights"
+        elif isinstance(self.ratios, float):
+            amount = f"{self.ratios:.0%} of input channels per layer"
+        else:
+            amount = "per-layer channel ratios"
+        linear = "" if self.linear_sparsity is None else f" + linear layers {self.linear_sparsity:.0%} unstructured"
+        return f"regression channel pruning (LASSO + least squares, He et al. 2017), {amount}{linear}"
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if not isinstance(pl_module, ImageClassifier):
+            raise TypeError(
+                f"{type(self).__name__} works with lit_prune's ImageClassifier, got {type(pl_module).__name__}"
+            )
+        network = pl_module.network
+        if self.sensitivity is not None:
+            assert self.sensitivity_target is not None
+            self.layer_ratios = channel_ratios_from_sensitivity(network, self.sensitivity, self.sensitivity_target)
+        else:
+            assert self.ratios is not None
+            self.layer_ratios = resolve_channel_ratios(network, self.ratios)
+        if stage == "fit" and trainer.max_epochs is not None and 0 <= trainer.max_epochs <= self.start_epoch:
+            raise ValueError(
+                f"ChannelRegressionPruning prunes at the start of epoch {self.start_epoch}, but trainer.max_epochs "
+                f"is {trainer.max_epochs}: start_epoch must be < max_epochs (the epochs after it fine-tune)"
+            )
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._prune_if_due(trainer, pl_module)
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._prune_if_due(trainer, pl_module)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.done:
+            assert isinstance(pl_module, ImageClassifier)
+            self._record(trainer, pl_module, "fine_tuned", self._calibration_batches(trainer, pl_module, 1))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"done": self.done, "removed_parameter_fraction": self.removed_parameter_fraction}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.done = bool(state_dict["done"])
+        self.removed_parameter_fraction = state_dict.get("removed_parameter_fraction")
+
+    def _prune_if_due(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.done or trainer.current_epoch < self.start_epoch:
+            return
+        assert isinstance(pl_module, ImageClassifier)
+        batches = self._calibration_batches(trainer, pl_module, self.calibration_batches)
+        self._record(trainer, pl_module, "baseline", batches[:1])
+        payload = self._regression_on_rank_zero(trainer, pl_module, batches)
+        pl_module.apply_surgery(payload["keep"], kinds=("channels",))
+        pl_module.network.load_state_dict(payload["state"])
+        if pl_module.pruning_mask is not None:
+            pl_module.set_pruning_mask(pl_module.pruning_mask)
+        if self.linear_sparsity is not None:
+            self._prune_linear_layers(trainer, pl_module)
+        summary = payload["result"]
+        self.removed_parameter_fraction = summary["removed_parameter_fraction"]
+        self.done = True
+        layers = {
+            layer["layer"]: {
+                key: layer[key]
+                for key in (
+                    "channels",
+                    "kept",
+                    "samples",
+                    "error_before",
+                    "error_naive",
+                    "error_lasso",
+                    "error_reconstructed",
+                    "selection_seconds",
+                    "reconstruction_seconds",
+                )
+            }
+            for layer in summary["layers"]
+        }
+        stage = self._record(
+            trainer,
+            pl_module,
+            "pruned",
+            batches[:1],
+            params_removed_fraction=summary["removed_parameter_fraction"],
+            pruning_seconds=payload["seconds"],
+            regression_layers=layers,
+        )
+        self._log(trainer, summary)
+        self._write_report(trainer, summary, stage)
+
+    def _regression_on_rank_zero(
+        self, trainer: Trainer, pl_module: ImageClassifier, batches: list[Tensor]
+    ) -> dict[str, Any]:
+        """Runs the regression on rank 0 (on a copy) and broadcasts keep lists, weights and results."""
+        payload: dict[str, Any] | None = None
+        failure: Exception | None = None
+        if trainer.is_global_zero:
+            try:
+                started = time.perf_counter()
+                working = copy.deepcopy(pl_module.network)
+                result = regression_channel_prune_(
+                    working,
+                    pl_module.network,
+                    batches,
+                    self.layer_ratios,
+                    positions_per_image=self.positions_per_image,
+                    seed=self.seed,
+                    max_lasso_fits=self.max_lasso_fits,
+                )
+                payload = _payload(working, result, time.perf_counter() - started)
+            except Exception as error:  # noqa: BLE001 - every rank must learn of it, or the others would hang
+                failure = error
+                payload = {"error": f"{type(error).__name__}: {error}"}
+        payload = trainer.strategy.broadcast(payload, src=0)
+        if failure is not None:
+            raise failure
+        if "error" in payload:
+            raise RuntimeError(f"regression channel pruning failed on rank 0: {payload['error']}")
+        device = pl_module.device
+        payload["state"] = {name: tensor.to(device) for name, tensor in payload["state"].items()}
+        return payload
+
+    def _prune_linear_layers(self, trainer: Trainer, pl_module: ImageClassifier) -> None:
+        assert self.linear_sparsity is not None
+        network = pl_module.network
+        names = [f"{name}.weight" for name, module in network.named_modules() if isinstance(module, nn.Linear)]
+        if not names:
+            raise ValueError(f"linear_sparsity is set but {type(network).__name__} has no linear layer")
+        pruner = UnstructuredPruner(scope="layerwise", include=names)
+        mask = pruner.mask(network, self.linear_sparsity, current_mask=_restricted(pl_module.pruning_mask, names))
+        state = trainer.strategy.broadcast(mask.state_dict(), src=0)
+        pl_module.set_pruning_mask(PruningMask.from_state_dict(state).to(pl_module.device))
+
+    def _calibration_batches(self, trainer: Trainer, pl_module: ImageClassifier, count: int) -> list[Tensor]:
+        """The first ``count`` training batches, through the evaluation transform, on the module's device."""
+        datamodule = trainer.datamodule
+        if datamodule is None or not callable(getattr(datamodule, "transform_batch", None)):
+            raise RuntimeError(
+                f"{type(self).__name__} draws calibration images from the data module's train_dataloader() and "
+                "transform_batch(); fit with one of lit-prune's data modules"
+            )
+        batches = []
+        for index, (images, labels) in enumerate(datamodule.train_dataloader()):
+            if index >= count:
+                break
+            batch = (images.to(pl_module.device), labels.to(pl_module.device))
+            batches.append(datamodule.transform_batch(batch, train=False)[0])
+        if not batches:
+            raise RuntimeError("the training data yielded no batch to calibrate the regression on")
+        return batches
+
+    def _record(
+        self, trainer: Trainer, pl_module: ImageClassifier, name: str, batches: list[Tensor], **values: Any
+    ) -> dict[str, Any]:
+        metrics = evaluate_on_validation(trainer, pl_module, self.eval_batches)
+        profile: dict[str, Any] | None = None
+        if trainer.is_global_zero:
+            profile = _profile(pl_module.network, batches[0], self.profile_stages)
+        profile = trainer.strategy.broadcast(profile, src=0)
+        return pl_module.record_stage(name, **metrics, **profile, **values)
+
+    def _log(self, trainer: Trainer, summary: Mapping[str, Any]) -> None:
+        metrics = {"prune/params_removed_fraction": float(summary["removed_parameter_fraction"])}
+        for layer in summary["layers"]:
+            metrics[f"prune/regression/{layer['layer']}/error_reconstructed"] = float(layer["error_reconstructed"])
+            metrics[f"prune/regression/{layer['layer']}/kept_channels"] = float(layer["kept"])
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+
+    def _write_report(self, trainer: Trainer, summary: Mapping[str, Any], stage: Mapping[str, Any]) -> None:
+        directory = trainer.log_dir
+        if not trainer.is_global_zero or directory is None:
+            return
+        report = {
+            "method": self.describe_method(),
+            "ratios": self.layer_ratios,
+            "sensitivity_file": self.sensitivity_file,
+            "sensitivity_target": self.sensitivity_target,
+            "linear_sparsity": self.linear_sparsity,
+            "calibration_batches": self.calibration_batches,
+            "positions_per_image": self.positions_per_image,
+            "pruned_stage": {key: value for key, value in stage.items() if key != "regression_layers"},
+            **summary,
+        }
+        path = Path(directory) / REGRESSION_REPORT_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2))
+
+
+def _payload(working: nn.Module, result: RegressionPruningResult, seconds: float) -> dict[str, Any]:
+    return {
+        "seconds": seconds,
+        "keep": result.keep,
+        "state": {name: tensor.detach().cpu() for name, tensor in working.state_dict().items()},
+        "result": result.to_dict(),
+    }
+
+
+def _profile(network: nn.Module, batch: Tensor, enabled: bool) -> dict[str, Any]:
+    """Parameter count and, when enabled, MACs per image, latency and peak memory of one batch."""
+    values: dict[str, Any] = {"params": sum(parameter.numel() for parameter in network.parameters())}
+    if not enabled:
+        return values
+    macs = count_macs(network, batch)
+    latency = measure_latency(network, batch, warmup=1, repeats=3)
+    memory = measure_memory(network, batch)
+    values.update(
+        macs=macs.macs,
+        latency_ms=latency.median_ms,
+        peak_memory_mb=memory.peak_mb,
+        profile_batch_size=int(batch.shape[0]),
+    )
+    return values
+
+
+def _restricted(mask: PruningMask | None, names: list[str]) -> PruningMask | None:
+    if mask is None:
+        return None
+    kept = {name: mask[name] for name in names if name in mask}
+    return PruningMask(kept) if kept else None
+
+
+def _check_ratios(ratios: object) -> float | dict[str, float]:
+    if isinstance(ratios, Mapping):
+        if not ratios:
+            raise ValueError("ratios must name at least one layer pattern, or be a single fraction")
+        checked = {}
+        for pattern, value in ratios.items():
+            if not isinstance(pattern, str):
+                raise TypeError(f"ratio patterns must be strings, got {pattern!r}")
+            checked[pattern] = _check_ratio(value, f"ratios[{pattern!r}]")
+        return checked
+    return _check_ratio(ratios, "ratios")
+
+
+def _check_ratio(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"{what} must be a fraction in [0, 1) of input channels to remove (or a mapping of layer patterns to "
+            f"fractions), got {value!r}"
+        )
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{what} must be in [0, 1) (the fraction of input channels to remove), got {value}")
+    return float(value)
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _read_sensitivity(path: str) -> SensitivityResult:
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"sensitivity_file {str(file)!r} does not exist; run a sensitivity sweep first (it writes "
+            "sensitivity.json into its run directory) or give ratios instead"
+        )
+    try:
+        data = json.loads(file.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"sensitivity_file {str(file)!r} is not valid JSON: {error}") from error
+    return SensitivityResult.from_dict(data)
