@@ -239,8 +239,6 @@ def _fresh_state(pl_module: ImageClassifier, seed: int) -> dict[str, Tensor]:
         name = pl_module.hparams.get("network")
         if isinstance(name, str):
             kwargs = dict(pl_module.hparams.get("network_kwargs") or {})
-            kwargs.pop("checkpoint_path", None)
-            kwargs.pop("pretrained", None)
             return create_model(name, num_classes=pl_module.num_classes, **kwargs).state_dict()
         donor = copy.deepcopy(pl_module.network).cpu()
         for module in donor.modules():

@@ -22,6 +22,18 @@ __all__ = ["ImageClassifier"]
 _STAGES = ("train", "val", "test")
 
 
+_WEIGHT_SOURCES = ("checkpoint_path", "pretrained")
+
+
+def _architecture_kwargs(network_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The kwargs that shape the network, without where its initial weights came from.
+
+    A checkpoint of this module holds its own weights, so ``load_from_checkpoint`` must not need
+    the file (or the download) the run started from.
+    """
+    return {k: v for k, v in (network_kwargs or {}).items() if k not in _WEIGHT_SOURCES}
+
+
 class ImageClassifier(LightningModule):
     """Trains and evaluates an image classifier with cross-entropy and top-1/top-5 accuracy.
 
@@ -73,6 +85,7 @@ class ImageClassifier(LightningModule):
         if isinstance(network, str):
             self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
             self.network = create_model(network, num_classes=num_classes, **(network_kwargs or {}))
+            self.hparams["network_kwargs"] = _architecture_kwargs(network_kwargs)
         elif isinstance(network, nn.Module):
             if network_kwargs:
                 raise ValueError("network_kwargs only applies when network is a registered model name")

@@ -15,14 +15,17 @@ from lit_prune.cli import main
 from lit_prune.module import ImageClassifier
 from tests.conftest import CONFIG_DIR, REPO_ROOT
 
+TINY_LIMITS = [
+    "--trainer.limit_train_batches=2",
+    "--trainer.limit_val_batches=2",
+    "--trainer.limit_test_batches=1",
+    "--trainer.enable_progress_bar=false",
+]
 TINY_FIT = [
     "--trainer.max_epochs=3",
     "--trainer.callbacks.epochs_per_round=2",
     "--trainer.callbacks.rounds=1",
-    "--trainer.limit_train_batches=2",
-    "--trainer.limit_val_batches=1",
-    "--trainer.limit_test_batches=1",
-    "--trainer.enable_progress_bar=false",
+    *TINY_LIMITS,
 ]
 
 
@@ -91,7 +94,8 @@ def test_missing_cifar_offline_names_the_files(in_tmp_dir: Path, capsys: pytest.
                 str(CONFIG_DIR / "resnet20_cifar10.yaml"),
                 "--data.download=false",
                 "--data.data_dir=nowhere",
-                *TINY_FIT,
+                "--trainer.max_epochs=1",
+                *TINY_LIMITS,
             ]
         )
     message = str(excinfo.value) + capsys.readouterr().err

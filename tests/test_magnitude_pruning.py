@@ -134,3 +134,15 @@ def test_pruned_checkpoint_tests_and_reloads_strictly(tmp_path: Path) -> None:
     assert _pruned_weights_are_zero(restored)
     results = make_trainer(None, max_epochs=1, callbacks=[]).test(ImageClassifier("resnet20"), digits(), ckpt_path=path)
     assert 0.0 <= results[0]["test/top1"] <= 1.0
+
+
+def test_checkpoint_does_not_need_the_weights_the_run_started_from(tmp_path: Path) -> None:
+    start = tmp_path / "start.pt"
+    torch.save(make_module().network.state_dict(), start)
+    module = ImageClassifier("resnet20", network_kwargs={"checkpoint_path": str(start)})
+    trainer = make_trainer(tmp_path, max_epochs=1, callbacks=[MagnitudePruning(target_sparsity=0.5)])
+    trainer.fit(module, digits())
+    trainer.save_checkpoint(tmp_path / "run.ckpt")
+    start.unlink()
+    restored = ImageClassifier.load_from_checkpoint(tmp_path / "run.ckpt")
+    assert restored.pruning_mask == module.pruning_mask

@@ -303,7 +303,7 @@ def test_lit_prune_report_on_two_digits_runs(in_tmp_dir: Path, capsys: pytest.Ca
         "class_path": "callbacks.magnitude_pruning.MagnitudePruning",
         "init_args": {"target_sparsity": 0.9, "schedule": "one_shot", "start_epoch": 1, "eval_batches": 1},
     }
-    tiny = ["--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false"]
+    tiny = ["--trainer.limit_train_batches=2", "--trainer.limit_val_batches=2", "--trainer.enable_progress_bar=false"]
     for name, callbacks, epochs in (("dense", [profiler], 1), ("pruned", [pruning, profiler], 2)):
         overlay = in_tmp_dir / f"{name}.yaml"
         overlay.write_text(json.dumps({"trainer": {"callbacks": callbacks, "logger": {
