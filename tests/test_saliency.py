@@ -286,7 +286,7 @@ def test_scoring_errors_name_the_problem() -> None:
         snip_scores(model, prunable_parameters(_conv_net()), batches)
     with pytest.raises(ValueError, match="params is empty"):
         snip_scores(model, {}, batches)
-    with pytest.raises(ValueError, match="not scored"):
+    with pytest.raises(ValueError, match="not scored or probed"):
         snip_scores(model, {"fc.weight": params["fc.weight"]}, batches, current_mask=_half_mask(params))
     with pytest.raises(TypeError, match="pair"):
         snip_scores(model, params, [(batches[0][0],)])

@@ -9,12 +9,20 @@ Ticket Hypothesis", both prune weights only).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from fnmatch import fnmatchcase
 
-from torch import nn
+from torch import Tensor, nn
 
-__all__ = ["PRUNABLE_LAYER_TYPES", "NORM_LAYER_TYPES", "prunable_parameters"]
+from lit_prune.pruning.mask import PruningMask
+
+__all__ = [
+    "NORM_LAYER_TYPES",
+    "PRUNABLE_LAYER_TYPES",
+    "check_model_parameters",
+    "current_keep_masks",
+    "prunable_parameters",
+]
 
 PRUNABLE_LAYER_TYPES: tuple[type[nn.Module], ...] = (
     nn.Conv1d,
@@ -144,3 +152,71 @@ def _unmatched_message(
             "normalisation layers include_norm=True, and embeddings or tokens are never pruned)"
         )
     return f"{message}; candidates are: {', '.join(candidates)}"
+
+
+def check_model_parameters(model: nn.Module, params: Mapping[str, Tensor]) -> dict[str, nn.Parameter]:
+    """Checks that ``params`` are floating-point parameters of ``model`` under their own names.
+
+    Args:
+        model: The network.
+        params: Name to parameter, e.g. from :func:`prunable_parameters`.
+
+    Returns:
+        ``params`` as a plain dict.
+
+    Raises:
+        TypeError: If an argument has the wrong type or a parameter is not floating point.
+        ValueError: If ``params`` is empty or names a tensor that is not that parameter of ``model``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params must be a mapping of parameter name to parameter, got {type(params).__name__}")
+    if not params:
+        raise ValueError("params is empty: select the parameters to score with prunable_parameters(model)")
+    own = dict(model.named_parameters())
+    for name, param in params.items():
+        if own.get(name) is not param:
+            raise ValueError(
+                f"params[{name!r}] is not the parameter {name!r} of {type(model).__name__}; pass "
+                f"prunable_parameters(model) or a sub-dict of model.named_parameters()"
+            )
+        if not param.is_floating_point():
+            raise TypeError(f"params[{name!r}] must be a floating-point parameter, got dtype {param.dtype}")
+    return dict(params)  # type: ignore[arg-type]
+
+
+def current_keep_masks(named: Mapping[str, Tensor], current_mask: PruningMask | None) -> dict[str, Tensor | None]:
+    """The keep mask of each named parameter (None where ``current_mask`` has none), on its device.
+
+    Args:
+        named: Name to parameter of the parameters being scored or probed.
+        current_mask: The mask so far, or None.
+
+    Returns:
+        Name to bool keep tensor, or None for a parameter the mask does not cover.
+
+    Raises:
+        TypeError: If ``current_mask`` is not a ``PruningMask``.
+        ValueError: If the mask covers other parameters or has other shapes.
+    """
+    if current_mask is None:
+        return dict.fromkeys(named)
+    if not isinstance(current_mask, PruningMask):
+        raise TypeError(f"current_mask must be a PruningMask or None, got {type(current_mask).__name__}")
+    unknown = [name for name in current_mask if name not in named]
+    if unknown:
+        raise ValueError(
+            f"current_mask covers parameters that are not scored or probed: {', '.join(unknown)}; include every "
+            f"masked parameter (given: {', '.join(named)})"
+        )
+    keep: dict[str, Tensor | None] = {}
+    for name, param in named.items():
+        mask = current_mask.get(name)
+        if mask is not None and mask.shape != param.shape:
+            raise ValueError(
+                f"current_mask for {name!r} has shape {tuple(mask.shape)} but the parameter has shape "
+                f"{tuple(param.shape)}"
+            )
+        keep[name] = None if mask is None else mask.to(param.device)
+    return keep

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from lit_prune.pruning.mask import PruningMask
+from lit_prune.pruning.parameters import check_model_parameters, current_keep_masks
 from lit_prune.pruning.selection import global_prune_mask, validate_sparsity
 
 __all__ = [
@@ -85,8 +86,8 @@ def snip_scores(
         ValueError: If ``params`` is empty or not parameters of ``model``, ``batches`` is empty
             or malformed, or ``current_mask`` does not fit ``params``.
     """
-    named = _check_model_params(model, params)
-    keep = _keep_masks(named, current_mask)
+    named = check_model_parameters(model, params)
+    keep = current_keep_masks(named, current_mask)
     data = _calibration_batches(batches)
     _check_loss_fn(loss_fn)
     with _scoring_mode(model, train_mode):
@@ -142,8 +143,8 @@ def hessian_gradient_product(
             not parameters of ``model``, ``batches`` is empty or malformed, or ``current_mask``
             does not fit ``params``.
     """
-    named = _check_model_params(model, params)
-    keep = _keep_masks(named, current_mask)
+    named = check_model_parameters(model, params)
+    keep = current_keep_masks(named, current_mask)
     data = _calibration_batches(batches)
     temperature = _check_temperature(temperature)
     _check_loss_fn(loss_fn)
@@ -189,8 +190,8 @@ def grasp_scores(
         TypeError: If an argument has the wrong type.
         ValueError: As :func:`hessian_gradient_product`.
     """
-    named = _check_model_params(model, params)
-    keep = _keep_masks(named, current_mask)
+    named = check_model_parameters(model, params)
+    keep = current_keep_masks(named, current_mask)
     data = _calibration_batches(batches)
     temperature = _check_temperature(temperature)
     _check_loss_fn(loss_fn)
@@ -236,8 +237,8 @@ def synflow_scores(
         ValueError: If ``input_shape`` is not a sequence of positive ints, ``params`` is empty
             or not parameters of ``model``, or ``current_mask`` does not fit ``params``.
     """
-    named = _check_model_params(model, params)
-    keep = _keep_masks(named, current_mask)
+    named = check_model_parameters(model, params)
+    keep = current_keep_masks(named, current_mask)
     shape = _check_input_shape(input_shape)
     with _scoring_mode(model, train=False):
         return _synflow_scores(model, named, keep, shape)
@@ -279,8 +280,8 @@ def synflow_prune_mask(
         ValueError: If ``sparsity`` is outside ``[0, 1)``, ``iterations`` is below 1, or as
             :func:`synflow_scores`.
     """
-    named = _check_model_params(model, params)
-    keep = _keep_masks(named, current_mask)
+    named = check_model_parameters(model, params)
+    keep = current_keep_masks(named, current_mask)
     shape = _check_input_shape(input_shape)
     sparsity = validate_sparsity(sparsity)
     iterations = _check_count(iterations, "iterations")
@@ -508,48 +509,6 @@ def _masked(tensor: Tensor, keep: Tensor | None) -> Tensor:
 
 def _mark_pruned(score: Tensor, keep: Tensor | None) -> Tensor:
     return score if keep is None else score.masked_fill(~keep.to(score.device), -math.inf)
-
-
-def _check_model_params(model: nn.Module, params: Mapping[str, Tensor]) -> dict[str, nn.Parameter]:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(params, Mapping):
-        raise TypeError(f"params must be a mapping of parameter name to parameter, got {type(params).__name__}")
-    if not params:
-        raise ValueError("params is empty: select the parameters to score with prunable_parameters(model)")
-    own = dict(model.named_parameters())
-    for name, param in params.items():
-        if own.get(name) is not param:
-            raise ValueError(
-                f"params[{name!r}] is not the parameter {name!r} of {type(model).__name__}; pass "
-                f"prunable_parameters(model) or a sub-dict of model.named_parameters()"
-            )
-        if not param.is_floating_point():
-            raise TypeError(f"params[{name!r}] must be a floating-point parameter, got dtype {param.dtype}")
-    return dict(params)  # type: ignore[arg-type]
-
-
-def _keep_masks(named: Mapping[str, Tensor], current_mask: PruningMask | None) -> dict[str, Tensor | None]:
-    if current_mask is None:
-        return dict.fromkeys(named)
-    if not isinstance(current_mask, PruningMask):
-        raise TypeError(f"current_mask must be a PruningMask or None, got {type(current_mask).__name__}")
-    unknown = [name for name in current_mask if name not in named]
-    if unknown:
-        raise ValueError(
-            f"current_mask covers parameters that are not scored: {', '.join(unknown)}; score every "
-            f"masked parameter (scored: {', '.join(named)})"
-        )
-    keep: dict[str, Tensor | None] = {}
-    for name, param in named.items():
-        mask = current_mask.get(name)
-        if mask is not None and mask.shape != param.shape:
-            raise ValueError(
-                f"current_mask for {name!r} has shape {tuple(mask.shape)} but the parameter has shape "
-                f"{tuple(param.shape)}"
-            )
-        keep[name] = None if mask is None else mask.to(param.device)
-    return keep
 
 
 def _calibration_batches(batches: Iterable[Batch]) -> list[Batch]:

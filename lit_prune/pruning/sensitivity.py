@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_prune.pruning.mask import PruningMask
+from lit_prune.pruning.parameters import check_model_parameters, current_keep_masks
 from lit_prune.pruning.selection import layerwise_prune_mask, validate_sparsity
 
 if TYPE_CHECKING:
@@ -215,7 +216,7 @@ def sensitivity_sweep(
             ``params`` is not parameters of ``model``, ``current_mask`` does not fit, or
             ``evaluate`` returns a value that is not finite.
     """
-    named = _check_model_params(model, params)
+    named = check_model_parameters(model, params)
     levels = _check_sparsities(sparsities)
     if not callable(evaluate):
         raise TypeError(f"evaluate must be callable as evaluate(model) -> float, got {type(evaluate).__name__}")
@@ -223,7 +224,7 @@ def sensitivity_sweep(
         raise TypeError(f"metric must be a non-empty name such as 'val_top1', got {metric!r}")
     if on_probe is not None and not callable(on_probe):
         raise TypeError(f"on_probe must be callable as on_probe(name, sparsity, value) or None, got {on_probe!r}")
-    keep = _current_keep(named, current_mask)
+    keep = current_keep_masks(named, current_mask)
     flags = [(module, module.training) for module in model.modules()]
     try:
         baseline = _metric_value(evaluate(model), "the baseline")
@@ -543,44 +544,6 @@ def _interpolate(xs: list[float], ys: list[float], x: float) -> float:
         if x <= x1:
             return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
     return ys[-1]
-
-
-def _check_model_params(model: nn.Module, params: Mapping[str, Tensor]) -> dict[str, nn.Parameter]:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(params, Mapping) or not params:
-        raise ValueError("params must be a non-empty mapping of name to parameter, e.g. prunable_parameters(model)")
-    own = dict(model.named_parameters())
-    for name, param in params.items():
-        if own.get(name) is not param:
-            raise ValueError(
-                f"params[{name!r}] is not the parameter {name!r} of {type(model).__name__}; pass "
-                "prunable_parameters(model) or a sub-dict of model.named_parameters()"
-            )
-    return dict(params)  # type: ignore[arg-type]
-
-
-def _current_keep(named: Mapping[str, Tensor], current_mask: PruningMask | None) -> dict[str, Tensor | None]:
-    if current_mask is None:
-        return dict.fromkeys(named)
-    if not isinstance(current_mask, PruningMask):
-        raise TypeError(f"current_mask must be a PruningMask or None, got {type(current_mask).__name__}")
-    unknown = [name for name in current_mask if name not in named]
-    if unknown:
-        raise ValueError(
-            f"current_mask covers parameters that are not probed: {', '.join(unknown)}; probe every "
-            f"masked parameter (probed: {', '.join(named)})"
-        )
-    keep: dict[str, Tensor | None] = {}
-    for name, param in named.items():
-        mask = current_mask.get(name)
-        if mask is not None and mask.shape != param.shape:
-            raise ValueError(
-                f"current_mask for {name!r} has shape {tuple(mask.shape)} but the parameter has shape "
-                f"{tuple(param.shape)}"
-            )
-        keep[name] = None if mask is None else mask.to(param.device)
-    return keep
 
 
 def _check_sparsities(sparsities: Sequence[float]) -> list[float]:
