@@ -23,7 +23,7 @@ from lit_prune.pruning.regression_pruning import (
     resolve_channel_ratios,
 )
 from lit_prune.pruning.sensitivity import SensitivityResult
-from lit_prune.pruning.unstructured import UnstructuredPruner
+from lit_prune.pruning.unstructured import UnstructuredPruner, restrict_mask
 
 __all__ = ["REGRESSION_REPORT_FILE", "ChannelRegressionPruning"]
 
@@ -280,7 +280,7 @@ class ChannelRegressionPruning(Callback):
         if not names:
             raise ValueError(f"linear_sparsity is set but {type(network).__name__} has no linear layer")
         pruner = UnstructuredPruner(scope="layerwise", include=names)
-        mask = pruner.mask(network, self.linear_sparsity, current_mask=_restricted(pl_module.pruning_mask, names))
+        mask = pruner.mask(network, self.linear_sparsity, current_mask=restrict_mask(pl_module.pruning_mask, names))
         state = trainer.strategy.broadcast(mask.state_dict(), src=0)
         pl_module.set_pruning_mask(PruningMask.from_state_dict(state).to(pl_module.device))
 
@@ -364,13 +364,6 @@ def _profile(network: nn.Module, batch: Tensor, enabled: bool) -> dict[str, Any]
         profile_batch_size=int(batch.shape[0]),
     )
     return values
-
-
-def _restricted(mask: PruningMask | None, names: list[str]) -> PruningMask | None:
-    if mask is None:
-        return None
-    kept = {name: mask[name] for name in names if name in mask}
-    return PruningMask(kept) if kept else None
 
 
 def _check_ratios(ratios: object) -> float | dict[str, float]:

@@ -11,15 +11,26 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
-from torch import Tensor, nn
+from torch import Tensor
 
 from callbacks.evaluation import evaluate_on_validation
 from callbacks.mask_pruning import MaskPruningCallback
 from lit_prune.module import ImageClassifier
-from lit_prune.pruning import PruningMask, global_prune_mask, magnitude_scores, validate_sparsity
-from lit_prune.pruning.saliency import class_balanced_batches, grasp_scores, snip_scores, synflow_prune_mask
+from lit_prune.pruning import (
+    PruningMask,
+    global_prune_mask,
+    magnitude_scores,
+    validate_sparsity,
+)
+from lit_prune.pruning.saliency import (
+    class_balanced_batches,
+    grasp_scores,
+    snip_scores,
+    synflow_prune_mask,
+)
+from lit_prune.pruning.unstructured import restrict_mask
 
-__all__ = ["METHODS", "TRIGGERS", "SaliencyPruning", "Stage", "parse_stages", "restrict_mask"]
+__all__ = ["METHODS", "TRIGGERS", "SaliencyPruning", "Stage", "parse_stages"]
 
 METHODS = ("snip", "grasp", "synflow", "magnitude")
 """Scores: SNIP (Lee et al. 2019), GraSP (Wang et al. 2020), SynFlow (Tanaka et al. 2020), |w|."""
@@ -474,17 +485,3 @@ def _model_batches(trainer: Trainer, pl_module: LightningModule) -> Iterator[tup
     for images, labels in loader:
         batch = (images.to(pl_module.device), labels.to(pl_module.device))
         yield transform(batch, train=False) if transform is not None else batch
-
-
-def restrict_mask(mask: PruningMask | None, params: Mapping[str, nn.Parameter]) -> PruningMask | None:
-    """The part of ``mask`` over ``params``: what a callback's scoring and selection may see.
-
-    Args:
-        mask: The module's mask (it may cover parameters another callback prunes), or None.
-        params: The parameters this callback prunes.
-
-    Returns:
-        The entries of ``mask`` named in ``params``, or None when there are none.
-    """
-    shared = {} if mask is None else {name: mask[name] for name in params if name in mask}
-    return PruningMask(shared) if shared else None

@@ -13,10 +13,14 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from callbacks.evaluation import evaluate_on_validation
 from callbacks.mask_pruning import MaskPruningCallback
-from callbacks.saliency_pruning import restrict_mask
 from callbacks.sparse_export import atomic_write
 from lit_prune.module import ImageClassifier
-from lit_prune.pruning import PruningMask, layerwise_prune_mask, magnitude_scores, validate_sparsity
+from lit_prune.pruning import (
+    PruningMask,
+    layerwise_prune_mask,
+    magnitude_scores,
+    validate_sparsity,
+)
 from lit_prune.pruning.sensitivity import (
     DEFAULT_SENSITIVITY_SPARSITIES,
     SensitivityResult,
@@ -26,6 +30,7 @@ from lit_prune.pruning.sensitivity import (
     sensitivity_figure,
     sensitivity_sweep,
 )
+from lit_prune.pruning.unstructured import restrict_mask
 
 __all__ = ["SENSITIVITY_FIGURE", "SENSITIVITY_JSON", "SensitivityAnalysis"]
 

@@ -7,7 +7,7 @@ rising targets; the mask only ever shrinks.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -17,7 +17,7 @@ from lit_prune.pruning.parameters import prunable_parameters
 from lit_prune.pruning.scores import magnitude_scores, random_scores
 from lit_prune.pruning.selection import global_prune_mask, layerwise_prune_mask, validate_sparsity
 
-__all__ = ["SCOPES", "SCORES", "UnstructuredPruner", "layer_targets_at_progress"]
+__all__ = ["SCOPES", "SCORES", "UnstructuredPruner", "layer_targets_at_progress", "restrict_mask"]
 
 SCOPES = ("global", "layerwise")
 """``global``: one threshold over all selected weights; ``layerwise``: a fraction per layer."""
@@ -122,7 +122,7 @@ class UnstructuredPruner:
             The new mask over the selected parameters.
         """
         params = self.parameters(network)
-        current_mask = _restrict(current_mask, params)
+        current_mask = restrict_mask(current_mask, params)
         if self.score == "magnitude":
             scores = magnitude_scores(params)
         else:
@@ -157,12 +157,23 @@ class UnstructuredPruner:
         params = {name: param for name, param in self.parameters(network).items() if name in reference}
         scores = random_scores(params, seed=self.seed + seed_offset)
         per_layer = {_escape_pattern(name): fraction for name, fraction in reference.layer_sparsity().items()}
-        return layerwise_prune_mask(scores, per_layer, _restrict(current_mask, params))
+        return layerwise_prune_mask(scores, per_layer, restrict_mask(current_mask, params))
 
 
-def _restrict(mask: PruningMask | None, params: Mapping[str, nn.Parameter]) -> PruningMask | None:
-    """The part of ``mask`` over ``params`` (None when it names none of them)."""
-    shared = {} if mask is None else {name: mask[name] for name in params if name in mask}
+def restrict_mask(mask: PruningMask | None, names: Iterable[str]) -> PruningMask | None:
+    """The part of ``mask`` over the parameters ``names`` (None when it covers none of them).
+
+    The module's mask may cover parameters that another callback prunes; scoring and selection
+    only see the entries of the parameters they work on.
+
+    Args:
+        mask: A mask, or None.
+        names: Parameter names (a dict of parameters works too).
+
+    Returns:
+        The entries of ``mask`` named in ``names``, or None.
+    """
+    shared = {} if mask is None else {name: mask[name] for name in names if name in mask}
     return PruningMask(shared) if shared else None
 
 
