@@ -13,7 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from callbacks.evaluation import evaluate_on_validation
 from callbacks.mask_pruning import MaskPruningCallback
-from callbacks.sparse_export import atomic_write
+from lit_prune.atomic_files import atomic_write
 from lit_prune.module import ImageClassifier
 from lit_prune.pruning import (
     PruningMask,

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import tempfile
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
+from lit_prune.atomic_files import atomic_write
 from lit_prune.module import ImageClassifier
 from lit_prune.pruning import PruningMask
 from lit_prune.pruning.sparse_export import export_coo, verify_coo_against_mask
@@ -25,7 +24,6 @@ __all__ = [
     "SPARSE_EXPORT_FILE",
     "SPARSE_WEIGHTS_FILE",
     "SparseExport",
-    "atomic_write",
     "export_and_verify",
     "verify_export",
 ]
@@ -173,30 +171,6 @@ def verify_export(directory: str | Path, network: nn.Module, mask: PruningMask |
     if mask is not None and not _same_mask(saved_mask, mask):
         problems.append(f"{MASKS_FILE}: differs from the module's mask")
     return problems
-
-
-def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
-    """Writes a file through a temporary file in the same directory, renamed over ``path``.
-
-    A reader never sees a half-written file. The temporary file keeps ``path``'s suffix, so
-    writers that pick a format from it (``savefig``) behave the same.
-
-    Args:
-        path: The file to write.
-        write: Called with the temporary path; writes the content there.
-
-    Returns:
-        ``path``.
-    """
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
 
 
 

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -35,7 +33,14 @@ import torch
 from torch import Tensor, nn
 
 from lit_prune import __version__
-from lit_prune.profiling import count_macs, measure_energy, measure_latency, measure_memory, measure_size
+from lit_prune.atomic_files import atomic_write
+from lit_prune.profiling import (
+    count_macs,
+    measure_energy,
+    measure_latency,
+    measure_memory,
+    measure_size,
+)
 from lit_prune.pruning.parameters import PRUNABLE_LAYER_TYPES
 from lit_prune.pruning.sparse_export import to_sparse_inference
 
@@ -442,8 +447,8 @@ def write_report(report: Mapping[str, Any], run_dir: str | Path) -> tuple[Path, 
     json_path = directory / REPORT_JSON
     markdown = render_markdown(report)
     data = json.dumps(report, indent=2, allow_nan=False) + "\n"
-    _write_atomically(markdown_path, markdown)
-    _write_atomically(json_path, data)
+    atomic_write(markdown_path, lambda path: path.write_text(markdown, encoding="utf-8"))
+    atomic_write(json_path, lambda path: path.write_text(data, encoding="utf-8"))
     return json_path, markdown_path
 
 
@@ -703,16 +708,3 @@ def _type_problems(value: Mapping[str, Any], spec: Mapping[str, Any], prefix: st
             names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
             problems.append(f"{name} must be {names}, got {type(value[key]).__name__}")
     return problems
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

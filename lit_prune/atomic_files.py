@@ -1,0 +1,39 @@
+"""Writing files so that a reader never sees a half-written one."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_write"]
+
+
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
+    """Writes a file through a temporary file in the same directory, synced, then renamed over ``path``.
+
+    A failure (an exception in ``write``, a full disk, an interrupt) leaves any previous ``path``
+    untouched and no temporary file behind. The temporary file keeps ``path``'s suffix, so writers
+    that pick a format from it (``savefig``) behave the same.
+
+    Args:
+        path: The file to write.
+        write: Called with the temporary path; writes the content there.
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        with open(temporary, "rb+") as stream:
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
