@@ -258,3 +258,20 @@ def test_unsupported_models_and_schedules_fail_when_fit_starts(
     net: str | nn.Module = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10)) if network == "mlp" else network
     with pytest.raises(error, match=message):
         _trainer(None, max_epochs=2, callbacks=[callback()]).fit(_module(net), digits(2))
+
+
+def test_lr_schedule_continues_after_surgery_with_an_optimizer_over_the_new_parameters() -> None:
+    L.seed_everything(0)
+    module = _module("resnet20", lr_scheduler=partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5))
+    learning_rates: list[float] = []
+    optimizer_params: list[set[int]] = []
+
+    class _Spy(L.Callback):
+        def on_train_epoch_start(self, trainer: L.Trainer, pl_module: ImageClassifier) -> None:
+            learning_rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+            optimizer_params.append({id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]})
+
+    callback = ChannelPruning(param_fraction=0.2, prune_epoch=2)
+    _trainer(None, max_epochs=3, callbacks=[callback, _Spy()]).fit(module, digits(8))
+    assert learning_rates == pytest.approx([0.05, 0.025, 0.0125])
+    assert optimizer_params[-1] == {id(p) for p in module.parameters()}
