@@ -13,6 +13,7 @@ from torch import Tensor
 
 from callbacks.mask_pruning import MaskPruningCallback
 from lit_prune.models import create_model
+from lit_prune.models.checkpoint import read_state_dict
 from lit_prune.module import ImageClassifier
 from lit_prune.pruning import fixed_steps, geometric, validate_sparsity
 
@@ -56,6 +57,11 @@ class LotteryTicket(MaskPruningCallback):
         rewind_step: Rewind to the weights before this optimizer step instead (late rewinding
             by iteration); rounds after the first then train ``epochs_per_round`` epochs.
         control: ``"none"``, ``"reinit"`` or ``"random_prune"``.
+        rewind_weights: A checkpoint (Lightning's or a plain state dict) whose network weights
+            are the rewind snapshot, instead of the weights this run has at the rewind point.
+            A branch that resumes a shared dense run past that point (``lit-prune sweep`` with
+            a base stage) rewinds to the dense run's initial weights this way. Read when
+            training starts, unless the snapshot is already in the resumed callback state.
         **kwargs: Options of ``MaskPruningCallback`` (scope, layer_sparsity, include, exclude,
             include_bias, include_norm, seed, eval_batches, log_layers).
 
@@ -72,6 +78,7 @@ class LotteryTicket(MaskPruningCallback):
         rewind_epoch: int = 0,
         rewind_step: int | None = None,
         control: str = "none",
+        rewind_weights: str | None = None,
         scope: str = "global",
         layer_sparsity: Mapping[str, float] | None = None,
         include: Sequence[str] | None = None,
@@ -105,11 +112,14 @@ class LotteryTicket(MaskPruningCallback):
             )
         if rewind_step is not None and (rewind_step < 0 or rewind_epoch != 0):
             raise ValueError(f"rewind_step must be >= 0 and is used instead of rewind_epoch, got {rewind_step}")
+        if rewind_weights is not None and (not isinstance(rewind_weights, str) or not rewind_weights):
+            raise ValueError(f"rewind_weights must be the path of a checkpoint file or null, got {rewind_weights!r}")
         self.levels = _round_levels(rounds, prune_fraction, final_sparsity)
         self.epochs_per_round = epochs_per_round
         self.rewind_epoch = rewind_epoch
         self.rewind_step = rewind_step
         self.control = control
+        self.rewind_weights = rewind_weights
         retrain = epochs_per_round - rewind_epoch
         self.prune_epochs = [epochs_per_round + r * retrain for r in range(len(self.levels))]
         self.total_epochs = epochs_per_round + len(self.levels) * retrain
@@ -142,6 +152,9 @@ class LotteryTicket(MaskPruningCallback):
             )
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.snapshot is None and self.rewind_weights is not None:
+            assert isinstance(pl_module, ImageClassifier)
+            self.snapshot = _read_snapshot(self.rewind_weights, pl_module)
         if self.rewind_step is not None and self.rewind_step >= trainer.num_training_batches * self.epochs_per_round:
             raise ValueError(
                 f"rewind_step {self.rewind_step} lies past the first round "
@@ -226,6 +239,19 @@ def _round_levels(rounds: int | None, prune_fraction: float, final_sparsity: flo
     if rounds is None:
         return fixed_steps(final_sparsity, prune_fraction)
     return [1.0 - (1.0 - final_sparsity) ** (r / rounds) for r in range(1, rounds + 1)]
+
+
+def _read_snapshot(path: str, pl_module: ImageClassifier) -> dict[str, Tensor]:
+    """The network weights in ``path``, checked against the network's own state-dict keys."""
+    snapshot = read_state_dict(path)
+    expected = set(pl_module.network.state_dict())
+    if set(snapshot) != expected:
+        missing, extra = sorted(expected - set(snapshot)), sorted(set(snapshot) - expected)
+        raise ValueError(
+            f"rewind_weights {path!r} does not hold this network's weights: missing {missing[:5]}, "
+            f"unexpected {extra[:5]}; give a checkpoint of the same (unpruned) architecture"
+        )
+    return snapshot
 
 
 def _cpu_copy(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
