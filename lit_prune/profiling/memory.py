@@ -53,6 +53,7 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from lit_prune.profiling._inputs import check_model, eval_mode, prepare_input, synchronize
+from lit_prune.profiling.native_output import native_stderr_silenced
 
 __all__ = ["MemoryResult", "measure_memory"]
 
@@ -155,7 +156,9 @@ def _profile_forward(model: nn.Module, inputs: Tensor) -> tuple[list[tuple[int, 
         The memory records ``(time_ns, nbytes, device_type, device_index)`` inside the forward
         range, in time order, and the range's start and end in nanoseconds.
     """
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True) as prof:
+    with native_stderr_silenced(), profile(
+        activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True
+    ) as prof:
         with record_function(_FORWARD_RANGE):
             outputs = model(inputs)
             synchronize(inputs.device)
