@@ -21,7 +21,9 @@ from lit_prune.models import (
 )
 from lit_prune.models import registry
 
-ALL_MODELS = ["resnet18", "resnet20", "resnet32", "resnet56", "vgg16_bn", "vit_tiny"]
+ALL_MODELS = [
+    "resnet18", "resnet20", "resnet32", "resnet44", "resnet56", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn", "vit_tiny"
+]  # fmt: skip
 BN_ENTRIES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 VGG16_CONV_INDICES = (0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37, 40)
 
@@ -139,7 +141,7 @@ def test_resnet20_matches_pretrained_cifar_layout():
 
 
 @pytest.mark.parametrize(
-    ("name", "blocks", "parameters"), [("resnet32", 5, 466_906), ("resnet56", 9, 855_770)]
+    ("name", "blocks", "parameters"), [("resnet32", 5, 466_906), ("resnet44", 7, 661_338), ("resnet56", 9, 855_770)]
 )
 def test_deeper_cifar_resnets_match_layout(name, blocks, parameters):
     model = create_model(name)
@@ -191,6 +193,16 @@ def test_vgg16_bn_matches_pretrained_cifar_layout():
     assert [type(layer) for layer in model.classifier] == [
         nn.Linear, nn.ReLU, nn.Dropout, nn.Linear, nn.ReLU, nn.Dropout, nn.Linear
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "convolutions", "parameters"),
+    [("vgg11_bn", 8, 9_756_426), ("vgg13_bn", 10, 9_941_322), ("vgg19_bn", 16, 20_565_834)],
+)
+def test_other_vgg_bn_match_the_published_sizes(name, convolutions, parameters):
+    model = create_model(name)
+    assert sum(isinstance(module, nn.Conv2d) for module in model.modules()) == convolutions
+    assert _num_parameters(model) == parameters
 
 
 def test_resnet18_has_cifar_stem():
@@ -279,7 +291,7 @@ def test_bad_num_classes(num_classes, error):
 
 
 def test_unknown_option_lists_accepted_options():
-    with pytest.raises(TypeError, match="does not accept.*'width'.*accepted options: none"):
+    with pytest.raises(TypeError, match="does not accept.*'width'.*accepted options: \\['pretrained'\\]"):
         create_model("resnet20", width=2)
     with pytest.raises(TypeError, match="accepted options:.*image_size.*patch_size.*pretrained.*drop_path_rate"):
         create_model("vit_tiny", img_size=32)

@@ -1,4 +1,4 @@
-"""CIFAR ResNets (He et al., 2016): ResNet-20, ResNet-32 and ResNet-56.
+"""CIFAR ResNets (He et al., 2016): ResNet-20, ResNet-32, ResNet-44 and ResNet-56.
 
 The CIFAR variant of "Deep Residual Learning for Image Recognition" (He, Zhang, Ren, Sun,
 CVPR 2016, section 4.2): a 3x3 stem with 16 channels, then three stages of ``n`` basic blocks
@@ -6,7 +6,8 @@ with 16, 32 and 64 channels (the second and third start with stride 2), global a
 and a linear classifier; depth ``6n + 2``. The shortcut that changes shape is a 1x1 convolution
 with batch norm (option B), so the state-dict layout is the one of the widely used pretrained
 CIFAR checkpoints (``conv1``, ``bn1``, ``layerK.I.conv1/bn1/conv2/bn2``,
-``layerK.0.downsample.0/1``, ``fc``) and those files load strictly.
+``layerK.0.downsample.0/1``, ``fc``) and those files load strictly; ``pretrained=True`` loads the
+published CIFAR-10/100 weights (:mod:`lit_prune.models.pretrained`).
 
 Blocks are plain modules with the attributes ``conv1, bn1, relu, conv2, bn2, downsample`` so
 structured pruning can walk and shrink them.
@@ -17,9 +18,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from lit_prune.errors import UserError
+from lit_prune.models.pretrained import load_pretrained_
 from lit_prune.models.registry import register_model
 
-__all__ = ["BasicBlock", "CifarResNet", "resnet20", "resnet32", "resnet56"]
+__all__ = ["BasicBlock", "CifarResNet", "resnet20", "resnet32", "resnet44", "resnet56"]
 
 _STAGE_WIDTHS = (16, 32, 64)
 
@@ -109,19 +112,34 @@ def _init_weights(model: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
+def _build(name: str, blocks_per_stage: int, num_classes: int, pretrained: bool) -> CifarResNet:
+    if not isinstance(pretrained, bool):
+        raise UserError(f"pretrained of {name} must be true or false, got {pretrained!r}")
+    model = CifarResNet(blocks_per_stage=blocks_per_stage, num_classes=num_classes)
+    if pretrained:
+        load_pretrained_(model, name, num_classes)
+    return model
+
+
 @register_model("resnet20")
-def resnet20(num_classes: int = 10) -> CifarResNet:
-    """ResNet-20 for CIFAR (n=3, 0.27M parameters with 10 classes)."""
-    return CifarResNet(blocks_per_stage=3, num_classes=num_classes)
+def resnet20(num_classes: int = 10, pretrained: bool = False) -> CifarResNet:
+    """ResNet-20 for CIFAR (n=3, 0.27M parameters with 10 classes); ``pretrained`` loads published weights."""
+    return _build("resnet20", 3, num_classes, pretrained)
 
 
 @register_model("resnet32")
-def resnet32(num_classes: int = 10) -> CifarResNet:
-    """ResNet-32 for CIFAR (n=5, 0.46M parameters with 10 classes)."""
-    return CifarResNet(blocks_per_stage=5, num_classes=num_classes)
+def resnet32(num_classes: int = 10, pretrained: bool = False) -> CifarResNet:
+    """ResNet-32 for CIFAR (n=5, 0.46M parameters with 10 classes); ``pretrained`` loads published weights."""
+    return _build("resnet32", 5, num_classes, pretrained)
+
+
+@register_model("resnet44")
+def resnet44(num_classes: int = 10, pretrained: bool = False) -> CifarResNet:
+    """ResNet-44 for CIFAR (n=7, 0.66M parameters with 10 classes); ``pretrained`` loads published weights."""
+    return _build("resnet44", 7, num_classes, pretrained)
 
 
 @register_model("resnet56")
-def resnet56(num_classes: int = 10) -> CifarResNet:
-    """ResNet-56 for CIFAR (n=9, 0.85M parameters with 10 classes)."""
-    return CifarResNet(blocks_per_stage=9, num_classes=num_classes)
+def resnet56(num_classes: int = 10, pretrained: bool = False) -> CifarResNet:
+    """ResNet-56 for CIFAR (n=9, 0.85M parameters with 10 classes); ``pretrained`` loads published weights."""
+    return _build("resnet56", 9, num_classes, pretrained)

@@ -5,7 +5,9 @@ A builder is a function ``builder(num_classes: int, **options) -> nn.Module`` re
 options against the builder's signature, builds the network and, given ``checkpoint_path``,
 loads it strictly through :func:`~lit_prune.models.checkpoint.load_state_dict_checked`. A
 builder that declares its own ``checkpoint_path`` parameter (ViT-Tiny, whose files may be
-ImageNet-pretrained backbones) receives the path and handles the loading itself.
+ImageNet-pretrained backbones) receives the path and handles the loading itself. A
+``checkpoint_path`` takes precedence over a builder's ``pretrained=True`` (nothing is downloaded).
+The network records where its weights came from (:mod:`lit_prune.models.provenance`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TypeVar
 from torch import nn
 
 from lit_prune.models.checkpoint import load_state_dict_checked, read_state_dict
+from lit_prune.models.provenance import set_weights_source
 
 __all__ = ["ModelBuilder", "create_model", "list_models", "register_model"]
 
@@ -81,7 +84,9 @@ def create_model(
             ``"state_dict"`` entry whose keys may carry a ``network.``/``model.`` prefix),
             loaded with strict key and shape checking. For ``vit_tiny`` the file may also be an
             ImageNet-pretrained timm backbone (see :func:`lit_prune.models.vit.vit_tiny`).
-        **kwargs: Model-specific options, e.g. ``image_size`` for ``vit_tiny``.
+        **kwargs: Model-specific options, e.g. ``image_size`` for ``vit_tiny``, or
+            ``pretrained=True`` for the published CIFAR weights of the CIFAR ResNets and VGG-BNs
+            (:mod:`lit_prune.models.pretrained`).
 
     Returns:
         The network, in training mode.
@@ -101,10 +106,17 @@ def create_model(
     builder = _REGISTRY[name]
     _check_options(name, builder, kwargs)
     if _takes_checkpoint_path(builder):
-        return builder(num_classes=num_classes, checkpoint_path=checkpoint_path, **kwargs)
-    model = builder(num_classes=num_classes, **kwargs)
+        model = builder(num_classes=num_classes, checkpoint_path=checkpoint_path, **kwargs)
+    else:
+        if checkpoint_path is not None and kwargs.get("pretrained"):
+            kwargs = {**kwargs, "pretrained": False}
+        model = builder(num_classes=num_classes, **kwargs)
+        if checkpoint_path is not None:
+            load_state_dict_checked(model, read_state_dict(checkpoint_path))
     if checkpoint_path is not None:
-        load_state_dict_checked(model, read_state_dict(checkpoint_path))
+        set_weights_source(
+            model, {"kind": "checkpoint", "description": f"checkpoint {checkpoint_path}", "path": str(checkpoint_path)}
+        )
     return model
 
 

@@ -1,12 +1,13 @@
-"""VGG16 with batch norm for 32x32 inputs (Simonyan & Zisserman, 2015; Ioffe & Szegedy, 2015).
+"""VGG with batch norm for 32x32 inputs (Simonyan & Zisserman, 2015; Ioffe & Szegedy, 2015).
 
-Configuration "D" of "Very Deep Convolutional Networks for Large-Scale Image Recognition"
+VGG16-BN is configuration "D" of "Very Deep Convolutional Networks for Large-Scale Image Recognition"
 (13 3x3 convolutions in five blocks separated by 2x2 max pooling), each convolution followed
 by batch norm and ReLU, and a 512-512-``num_classes`` classifier with dropout: the CIFAR layout
 of the widely used pretrained CIFAR checkpoints. Five poolings take a 32-pixel image to 1x1, so
 the classifier sees 512 features. State-dict keys are ``features.N`` (convolutions at
 0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37, 40, each with its batch norm at N+1) and
-``classifier.0/3/6``.
+``classifier.0/3/6``. Configurations "A", "B" and "E" give VGG11-BN, VGG13-BN and VGG19-BN.
+``pretrained=True`` loads the published CIFAR-10/100 weights (:mod:`lit_prune.models.pretrained`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,29 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from lit_prune.errors import UserError
+from lit_prune.models.pretrained import load_pretrained_
 from lit_prune.models.registry import register_model
 
-__all__ = ["VGG16_CONFIG", "CifarVGG", "vgg16_bn"]
+__all__ = [
+    "VGG11_CONFIG",
+    "VGG13_CONFIG",
+    "VGG16_CONFIG",
+    "VGG19_CONFIG",
+    "CifarVGG",
+    "vgg11_bn",
+    "vgg13_bn",
+    "vgg16_bn",
+    "vgg19_bn",
+]
 
+VGG11_CONFIG: tuple[int | str, ...] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
+VGG13_CONFIG: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 VGG16_CONFIG: tuple[int | str, ...] = (
     64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M",
+)  # fmt: skip
+VGG19_CONFIG: tuple[int | str, ...] = (
+    64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M",
 )  # fmt: skip
 _POOL = "M"
 _HIDDEN_FEATURES = 512
@@ -109,7 +127,34 @@ def _init_weights(model: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
+def _build(name: str, config: Sequence[int | str], num_classes: int, pretrained: bool) -> CifarVGG:
+    if not isinstance(pretrained, bool):
+        raise UserError(f"pretrained of {name} must be true or false, got {pretrained!r}")
+    model = CifarVGG(config, num_classes=num_classes)
+    if pretrained:
+        load_pretrained_(model, name, num_classes)
+    return model
+
+
+@register_model("vgg11_bn")
+def vgg11_bn(num_classes: int = 10, pretrained: bool = False) -> CifarVGG:
+    """VGG11-BN for CIFAR (configuration A, 9.76M parameters with 10 classes)."""
+    return _build("vgg11_bn", VGG11_CONFIG, num_classes, pretrained)
+
+
+@register_model("vgg13_bn")
+def vgg13_bn(num_classes: int = 10, pretrained: bool = False) -> CifarVGG:
+    """VGG13-BN for CIFAR (configuration B, 9.94M parameters with 10 classes)."""
+    return _build("vgg13_bn", VGG13_CONFIG, num_classes, pretrained)
+
+
 @register_model("vgg16_bn")
-def vgg16_bn(num_classes: int = 10) -> CifarVGG:
-    """VGG16-BN for CIFAR (15.25M parameters with 10 classes)."""
-    return CifarVGG(VGG16_CONFIG, num_classes=num_classes)
+def vgg16_bn(num_classes: int = 10, pretrained: bool = False) -> CifarVGG:
+    """VGG16-BN for CIFAR (configuration D, 15.25M parameters with 10 classes)."""
+    return _build("vgg16_bn", VGG16_CONFIG, num_classes, pretrained)
+
+
+@register_model("vgg19_bn")
+def vgg19_bn(num_classes: int = 10, pretrained: bool = False) -> CifarVGG:
+    """VGG19-BN for CIFAR (configuration E, 20.57M parameters with 10 classes)."""
+    return _build("vgg19_bn", VGG19_CONFIG, num_classes, pretrained)

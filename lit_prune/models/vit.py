@@ -16,6 +16,7 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 from torch import Tensor
 
 from lit_prune.models.checkpoint import describe_state_dict_mismatch, load_state_dict_checked, read_state_dict
+from lit_prune.models.provenance import set_weights_source
 from lit_prune.models.registry import register_model
 
 __all__ = ["vit_tiny"]
@@ -129,7 +130,7 @@ def _require_pretrained_geometry(image_size: int, patch_size: int, source: str, 
 
 def _download_pretrained(num_classes: int, drop_path_rate: float) -> VisionTransformer:
     try:
-        return timm.create_model(
+        model = timm.create_model(
             _TIMM_NAME, pretrained=True, num_classes=num_classes, drop_path_rate=drop_path_rate
         )
     except OSError as error:
@@ -139,6 +140,9 @@ def _download_pretrained(num_classes: int, drop_path_rate: float) -> VisionTrans
             f"{_TIMM_NAME} state dict to a file on a machine with network and pass "
             "checkpoint_path=FILE instead"
         ) from error
+    description = f"ImageNet weights of timm's {_TIMM_NAME} (timm hub), fresh {num_classes}-class head"
+    set_weights_source(model, {"kind": "pretrained", "description": description})
+    return model
 
 
 def _with_fresh_head(state_dict: dict[str, Tensor], model: VisionTransformer) -> dict[str, Tensor]:
