@@ -19,8 +19,39 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from datamodules.augment import normalize, random_crop, random_horizontal_flip, resize
+from lit_prune.errors import UserError
 
-__all__ = ["EpochShuffleSampler", "InMemoryImageDataModule", "InMemoryImageDataset", "pass_through_collate"]
+__all__ = [
+    "EpochShuffleSampler",
+    "InMemoryImageDataModule",
+    "InMemoryImageDataset",
+    "check_validation_split",
+    "pass_through_collate",
+]
+
+
+def check_validation_split(val_split: float, validate_on_test: bool) -> None:
+    """Refuses a validation split of 0 unless validating on the test set was asked for by name.
+
+    With no validation images the test set serves for validation, so the best checkpoint (and any
+    accuracy-triggered pruning) would be chosen on test data: that must be a deliberate choice,
+    which the run's report then records.
+
+    Args:
+        val_split: The fraction held out for validation (already checked to lie in ``[0, 1)``).
+        validate_on_test: The data module's ``validate_on_test`` flag.
+
+    Raises:
+        UserError: If ``val_split`` is 0 without ``validate_on_test``, or the flag is not a bool.
+    """
+    if not isinstance(validate_on_test, bool):
+        raise UserError(f"validate_on_test must be true or false, got {validate_on_test!r}.")
+    if val_split == 0.0 and not validate_on_test:
+        raise UserError(
+            "val_split: 0 would validate on the test set, so checkpoints and accuracy-triggered pruning would be "
+            "chosen on test data. Give val_split in (0, 1), or set validate_on_test: true to do this deliberately "
+            "(the report then says 'validated on the test set')."
+        )
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:

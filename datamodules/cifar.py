@@ -22,7 +22,7 @@ from torch import Tensor
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets import utils as torchvision_dataset_utils
 
-from datamodules.base import InMemoryImageDataModule, InMemoryImageDataset
+from datamodules.base import InMemoryImageDataModule, InMemoryImageDataset, check_validation_split
 
 __all__ = ["CIFAR10DataModule", "CIFAR100DataModule"]
 
@@ -48,12 +48,15 @@ class _CIFARDataModule(InMemoryImageDataModule):
         batch_size: Images per batch, >= 1.
         num_workers: Loader worker processes, >= 0.
         val_split: Fraction of the training set held out for validation, in ``[0, 1)``; the
-            split is drawn with ``seed``. ``0.0`` validates on the test set.
+            split is drawn with ``seed``. ``0.0`` validates on the test set and needs
+            ``validate_on_test``.
         seed: Seed of the validation split (independent of the global random state).
         image_size: Side length given to the model, >= 1; 224 resizes (bilinear) for ViT inputs.
         verify_checksums: Check every batch file's md5 against torchvision's published list
             before unpickling it. Turn off only for files you made yourself.
         pin_memory: Pin batches in page-locked memory when a CUDA device is present.
+        validate_on_test: Allow ``val_split: 0``, validating on the test set (recorded in the
+            run's report).
 
     Raises:
         TypeError: If an argument has the wrong type.
@@ -78,6 +81,7 @@ class _CIFARDataModule(InMemoryImageDataModule):
         image_size: int = 32,
         verify_checksums: bool = True,
         pin_memory: bool = True,
+        validate_on_test: bool = False,
     ) -> None:
         super().__init__(
             num_classes=self._classes,
@@ -98,11 +102,13 @@ class _CIFARDataModule(InMemoryImageDataModule):
                 raise TypeError(f"{name} must be true or false, got {flag!r}.")
         if isinstance(val_split, bool) or not isinstance(val_split, (int, float)) or not 0.0 <= val_split < 1.0:
             raise ValueError(f"val_split must be a float in [0, 1) (0.0 validates on the test set), got {val_split!r}.")
+        check_validation_split(float(val_split), validate_on_test)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {seed!r}.")
         self.data_dir = Path(data_dir)
         self.download = download
         self.val_split = float(val_split)
+        self.validates_on_test = self.val_split == 0.0
         self.verify_checksums = verify_checksums
 
     @property

@@ -16,7 +16,7 @@ from sklearn.model_selection import train_test_split
 from torch import Tensor
 
 from datamodules.augment import resize
-from datamodules.base import InMemoryImageDataModule, InMemoryImageDataset
+from datamodules.base import InMemoryImageDataModule, InMemoryImageDataset, check_validation_split
 
 __all__ = ["DigitsDataModule"]
 
@@ -54,11 +54,13 @@ class DigitsDataModule(InMemoryImageDataModule):
         batch_size: Images per batch, >= 1.
         num_workers: Loader worker processes, >= 0.
         val_split: Fraction of all images held out for validation, in ``[0, 1)``; ``0.0``
-            validates on the test set.
+            validates on the test set and needs ``validate_on_test``.
         test_split: Fraction of all images held out for testing, in ``(0, 1)``.
         seed: Seed of the stratified split.
         image_size: Side length given to the model, >= 1.
         pin_memory: Pin batches in page-locked memory when a CUDA device is present.
+        validate_on_test: Allow ``val_split: 0``, validating on the test set (recorded in the
+            run's report).
 
     Raises:
         TypeError: If an argument has the wrong type.
@@ -74,8 +76,10 @@ class DigitsDataModule(InMemoryImageDataModule):
         seed: int = 0,
         image_size: int = 32,
         pin_memory: bool = True,
+        validate_on_test: bool = False,
     ) -> None:
         val_fraction = _check_fraction("val_split", val_split, allow_zero=True)
+        check_validation_split(val_fraction, validate_on_test)
         test_fraction = _check_fraction("test_split", test_split, allow_zero=False)
         if val_fraction + test_fraction >= 1.0:
             raise ValueError(
@@ -110,6 +114,7 @@ class DigitsDataModule(InMemoryImageDataModule):
             seed=seed,
         )
         self.val_split = val_fraction
+        self.validates_on_test = val_fraction == 0.0
         self.test_split = test_fraction
         self.train_data = InMemoryImageDataset(train_images, labels[torch.from_numpy(train)])
         self.val_data = InMemoryImageDataset(images[torch.from_numpy(val)], labels[torch.from_numpy(val)])

@@ -16,7 +16,8 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
 
     A failure (an exception in ``write``, a full disk, an interrupt) leaves any previous ``path``
     untouched and no temporary file behind. The temporary file keeps ``path``'s suffix, so writers
-    that pick a format from it (``savefig``) behave the same.
+    that pick a format from it (``savefig``) behave the same. The file gets the mode the user's
+    umask gives a new file (``mkstemp`` alone would leave it readable by its owner only).
 
     Args:
         path: The file to write.
@@ -32,8 +33,16 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
         write(Path(temporary))
         with open(temporary, "rb+") as stream:
             os.fsync(stream.fileno())
+        os.chmod(temporary, 0o666 & ~_current_umask())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def _current_umask() -> int:
+    """The process's umask (reading it requires setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

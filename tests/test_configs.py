@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lit_prune.cli import main
+from lit_prune.cli import run_cli
 from tests.conftest import CONFIG_DIR
 
 CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
@@ -70,7 +70,7 @@ def test_there_are_configs() -> None:
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.stem)
 def test_config_parses(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as excinfo:
-        main(["fit", "--config", str(config), "--print_config"])
+        run_cli(["fit", "--config", str(config), "--print_config"])
     assert excinfo.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["network"]
@@ -79,7 +79,7 @@ def test_config_parses(config: Path, capsys: pytest.CaptureFixture[str]) -> None
 
 @pytest.mark.parametrize("config", _distinct_digits_runs(CONFIGS), ids=lambda c: c.stem)
 def test_config_smoke_runs_on_digits(config: Path, in_tmp_dir: Path) -> None:
-    main(
+    run_cli(
         [
             "fit",
             "--config",

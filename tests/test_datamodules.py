@@ -63,7 +63,9 @@ def test_cifar10_loads_the_on_disk_format_with_a_seeded_split(tmp_path: Path) ->
 
 def test_cifar100_reads_fine_labels(tmp_path: Path) -> None:
     written = write_fake_cifar(tmp_path, "cifar100", n_train=40, n_test=10, seed=2)
-    module = CIFAR100DataModule(data_dir=str(tmp_path), verify_checksums=False, val_split=0.0, num_workers=0)
+    module = CIFAR100DataModule(
+        data_dir=str(tmp_path), verify_checksums=False, val_split=0.0, validate_on_test=True, num_workers=0
+    )
     module.setup("test")
 
     assert module.num_classes == 100
@@ -190,7 +192,7 @@ def test_digits_rejects_a_zero_batch_size() -> None:
 
 def test_loaders_yield_uint8_batches_and_evaluation_transform_normalises(tmp_path: Path) -> None:
     written = write_fake_cifar(tmp_path, "cifar10", n_train=20, n_test=12)
-    module = _cifar10(tmp_path, val_split=0.0, batch_size=5)
+    module = _cifar10(tmp_path, val_split=0.0, validate_on_test=True, batch_size=5)
 
     train_batches = list(module.train_dataloader())
     assert [len(labels) for _, labels in train_batches] == [5, 5, 5, 5]
@@ -209,7 +211,7 @@ def test_loaders_yield_uint8_batches_and_evaluation_transform_normalises(tmp_pat
 
 def test_training_transform_crops_and_flips_within_the_padded_image(tmp_path: Path) -> None:
     write_fake_cifar(tmp_path, "cifar10", n_train=64, n_test=4)
-    module = _cifar10(tmp_path, val_split=0.0)
+    module = _cifar10(tmp_path, val_split=0.0, validate_on_test=True)
     images = module.train_data.images
     torch.manual_seed(0)
     augmented, _ = module.transform_batch((images, module.train_data.labels), train=True)
@@ -259,7 +261,7 @@ def test_worker_processes_return_the_same_batches(tmp_path: Path) -> None:
 
 def test_lightning_can_inject_a_distributed_sampler(tmp_path: Path) -> None:
     write_fake_cifar(tmp_path, "cifar10", n_train=40, n_test=4)
-    module = _cifar10(tmp_path, val_split=0.0, batch_size=6)
+    module = _cifar10(tmp_path, val_split=0.0, validate_on_test=True, batch_size=6)
     loader = module.train_dataloader()
     shards = []
     for rank in (0, 1):
@@ -376,7 +378,7 @@ def test_digits_split_follows_the_seed_and_the_images_look_like_digits() -> None
     images = first.train_data.images
     assert torch.equal(images[:, 0], images[:, 2]), "grey digits are replicated to 3 channels"
     assert int(images.max()) == 255 and int(images.min()) == 0
-    assert len(DigitsDataModule(val_split=0.0).val_data) == 270
+    assert len(DigitsDataModule(val_split=0.0, validate_on_test=True).val_data) == 270
 
 
 def test_digits_resize_to_another_image_size() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lit_prune.cli import main
+from lit_prune.cli import run_cli
 from tests.conftest import CONFIG_DIR
 
 DENSE_BAR = 0.90
@@ -19,7 +19,7 @@ ALLOWED_DROP = 0.03
 
 
 def test_quickstart_learns_and_keeps_accuracy_at_80_percent(in_tmp_dir: Path) -> None:
-    main(["fit", "--config", str(CONFIG_DIR / "quickstart.yaml"), "--trainer.enable_progress_bar=false"])
+    run_cli(["fit", "--config", str(CONFIG_DIR / "quickstart.yaml"), "--trainer.enable_progress_bar=false"])
 
     (report_path,) = in_tmp_dir.glob("lightning_logs/quickstart/version_0/report.json")
     report = json.loads(report_path.read_text())

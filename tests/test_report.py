@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
-from lit_prune.cli import main
+from lit_prune.cli import run_cli
 from lit_prune.models import create_model
 from lit_prune.pruning import global_prune_mask, magnitude_scores, prunable_parameters
 from lit_prune.report import (
@@ -37,6 +37,7 @@ from lit_prune.report_compare import (
     expand_run_dirs,
     load_runs,
 )
+from lit_prune.report_compare import main as report_main
 from lit_prune.tensorboard_scalars import epoch_series, read_scalars
 from tests.conftest import CONFIG_DIR
 
@@ -205,7 +206,7 @@ def test_missing_report_names_the_directory_and_the_callback(
         load_report(tmp_path)
     assert str(tmp_path) in str(excinfo.value)
     with pytest.raises(SystemExit) as exit_info:
-        main(["report", str(tmp_path), "--output", str(tmp_path / "out")])
+        report_main([str(tmp_path), "--output", str(tmp_path / "out")])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert str(tmp_path) in error and "ProfilingCallback" in error
@@ -310,10 +311,10 @@ def test_lit_prune_report_on_two_digits_runs(in_tmp_dir: Path, capsys: pytest.Ca
             "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
             "init_args": {"save_dir": "lightning_logs", "name": name},
         }}}))
-        main(["fit", "--config", str(CONFIG_DIR / "quickstart.yaml"), "--config", str(overlay),
-              f"--trainer.max_epochs={epochs}", *tiny])
+        run_cli(["fit", "--config", str(CONFIG_DIR / "quickstart.yaml"), "--config", str(overlay),
+                 f"--trainer.max_epochs={epochs}", *tiny])
     capsys.readouterr()
-    written = main(["report", "lightning_logs/*/version_0", "--output", "comparison"])
+    written = report_main(["lightning_logs/*/version_0", "--output", "comparison"])
     out = capsys.readouterr().out
     assert [p.name for p in written] == [COMPARISON_MD, *PLOTS]
     for path in written:

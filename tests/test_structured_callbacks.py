@@ -16,7 +16,7 @@ from torch import nn
 from callbacks.channel_pruning import ChannelPruning, HeadPruning
 from callbacks.network_slimming import NetworkSlimming
 from callbacks.structured_pruning import parameter_count
-from lit_prune.cli import main
+from lit_prune.cli import run_cli
 from lit_prune.module import ImageClassifier
 from lit_prune.pruning.channel_groups import prunable_groups
 from tests.pruning_helpers import digits, make_trainer
@@ -140,7 +140,7 @@ def test_shrunken_checkpoint_reloads_strictly_tests_from_the_cli_and_resumes(
     module.eval()
     assert torch.equal(restored.eval()(images), module(images))
 
-    cli = main(
+    cli = run_cli(
         [
             "test",
             "--model.network=resnet20",
