@@ -190,6 +190,13 @@ class LotteryTicket(MaskPruningCallback):
         name = "baseline" if self.rounds_done == 0 else f"round{self.rounds_done}/trained"
         self.record(trainer, pl_module, name)
 
+    def _rewind_action(self) -> str:
+        """What happens to the surviving weights after a prune, in words for the console and report."""
+        if self.control == "reinit":
+            return "survivors re-initialised (control)"
+        point = f"step {self.rewind_step}" if self.rewind_step is not None else f"epoch {self.rewind_epoch}"
+        return f"weights rewound to {point}"
+
     def _next_round(self, trainer: Trainer, pl_module: ImageClassifier) -> None:
         if self.snapshot is None:
             raise RuntimeError("LotteryTicket has no rewind snapshot: the rewind point was never reached")
@@ -202,7 +209,7 @@ class LotteryTicket(MaskPruningCallback):
         if self.control == "random_prune":
             mask = self.pruner.random_mask_like(network, mask, pl_module.pruning_mask, seed_offset=round_index)
         self.install_mask(trainer, pl_module, mask)
-        self.record(trainer, pl_module, f"round{round_index}/pruned", round=round_index)
+        self.record(trainer, pl_module, f"round{round_index}/pruned", round=round_index, action=self._rewind_action())
         if self.control == "reinit":
             network.load_state_dict(_fresh_state(pl_module, seed=self.pruner.seed + round_index))
         else:

@@ -12,6 +12,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lit_prune.console import announce
 from lit_prune.models import create_model
 from lit_prune.pruning import MaskEnforcer, PruningMask
 from lit_prune.pruning.channel_surgery import shrink_groups_
@@ -110,6 +111,8 @@ class ImageClassifier(LightningModule):
         self.pruning_stages: list[dict[str, Any]] = []
         self.surgery_history: list[dict[str, Any]] = []
         self._mask_enforcer: MaskEnforcer | None = None
+        self._announced_state: tuple[float, int] | None = None
+        self.loaded_checkpoint: dict[str, Any] | None = None
 
     def forward(self, images: Tensor) -> Tensor:
         """Returns the logits of the network for a batch of images."""
@@ -212,16 +215,43 @@ class ImageClassifier(LightningModule):
 
         Args:
             name: Name of the stage, e.g. ``"pruned"`` or ``"round_2/retrained"``.
-            **values: Further measurements (``val_top1``, ``val_top5``, ...).
+            **values: Further measurements (``val_top1``, ``val_top5``, ...); an ``action``
+                entry describes what was done beyond pruning (``"weights rewound to epoch 1"``).
 
         Returns:
             The recorded stage, with ``epoch``, ``global_step`` and ``sparsity`` filled in.
+
+        A stage that follows a change of the mask or of the network's shape prints one console
+        line: epoch, stage, what was done, parameters left.
         """
         sparsity = 0.0 if self.pruning_mask is None else self.pruning_mask.sparsity()
         stage = {"name": name, "epoch": self.current_epoch, "global_step": self.global_step, "sparsity": sparsity}
         stage.update(values)
         self.pruning_stages.append(stage)
+        self._announce_if_pruned(stage)
         return stage
+
+    def _announce_if_pruned(self, stage: Mapping[str, Any]) -> None:
+        """Prints one console line when the stage follows a change of the mask or the network's shape."""
+        state = (stage["sparsity"], len(self.surgery_history))
+        previous = self._announced_state or (0.0, 0)
+        self._announced_state = state
+        if state == previous:
+            return
+        done = []
+        if state[0] != previous[0]:
+            done.append(f"weights pruned to {state[0]:.2%} sparsity")
+        records = self.surgery_history[previous[1] :]
+        if records:
+            units = sum(record["size"] - len(record["keep"]) for record in records)
+            operations = sorted({record["op"].removeprefix("remove_") for record in records})
+            done.append(f"{units:,} {'/'.join(operations)} removed physically")
+        action = stage.get("action")
+        if action:
+            done.append(str(action))
+        total = sum(p.numel() for p in self.network.parameters())
+        nonzero = sum(int(torch.count_nonzero(p)) for p in self.network.parameters())
+        announce(f"epoch {stage['epoch']} | {stage['name']} | {', '.join(done)} | {nonzero:,} of {total:,} parameters non-zero")
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self._mask_enforcer is not None:
@@ -241,16 +271,19 @@ class ImageClassifier(LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.loaded_checkpoint = {"epoch": checkpoint.get("epoch"), "global_step": checkpoint.get("global_step")}
         state = checkpoint.get("pruning") or {}
         self.pruning_stages = [dict(stage) for stage in state.get("stages", [])]
         self._restore_surgery(check_history(state.get("surgery", [])))
         if state.get("mask") is None:
             self.pruning_mask, self._mask_enforcer = None, None
-            return
-        mask = PruningMask.from_state_dict(state["mask"])
-        mask.validate(self.network)
-        self.pruning_mask = mask
-        self._mask_enforcer = MaskEnforcer(self.network, mask)
+        else:
+            mask = PruningMask.from_state_dict(state["mask"])
+            mask.validate(self.network)
+            self.pruning_mask = mask
+            self._mask_enforcer = MaskEnforcer(self.network, mask)
+        sparsity = 0.0 if self.pruning_mask is None else self.pruning_mask.sparsity()
+        self._announced_state = (sparsity, len(self.surgery_history))
 
     def _restore_surgery(self, history: list[dict[str, Any]]) -> None:
         """Replays the checkpoint's surgery on the full-size network, so its weights load strictly."""

@@ -10,12 +10,12 @@ diagnosed in one read.
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
+
+from lit_prune.torch_files import load_torch_file
 
 __all__ = ["describe_state_dict_mismatch", "load_state_dict_checked", "read_state_dict"]
 
@@ -91,7 +91,9 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     Raises:
         TypeError: If ``path`` is not a string or path.
         FileNotFoundError: If ``path`` does not exist or is not a file.
-        ValueError: If the file cannot be read as tensors only, or holds no state dict.
+        UserError: If the file cannot be read as tensors only (the message says why: empty,
+            cut short, not written by ``torch.save``, pickled objects).
+        ValueError: If the file holds no state dict.
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"checkpoint path must be a string or os.PathLike, got {type(path).__name__}")
@@ -101,13 +103,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
             f"checkpoint file not found: {str(file)!r}; pass the path of a file written with "
             "torch.save(model.state_dict(), PATH) or a Lightning checkpoint"
         )
-    try:
-        content = torch.load(file, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-        raise ValueError(
-            f"cannot read {str(file)!r} as a weights-only checkpoint ({error}); save the weights "
-            "with torch.save(model.state_dict(), PATH) rather than pickling whole objects"
-        ) from error
+    content = load_torch_file(file, what="checkpoint_path")
     return _strip_wrapper_prefixes(_unwrap(content, file))
 
 

@@ -19,8 +19,10 @@ from typing import TypeVar
 
 from torch import nn
 
+from lit_prune.errors import UserError
 from lit_prune.models.checkpoint import load_state_dict_checked, read_state_dict
 from lit_prune.models.provenance import set_weights_source
+from lit_prune.models.timm_models import TIMM_PREFIX, create_timm_model
 
 __all__ = ["ModelBuilder", "create_model", "list_models", "register_model"]
 
@@ -78,7 +80,8 @@ def create_model(
     """Builds the registered network ``name``.
 
     Args:
-        name: A name from :func:`list_models`.
+        name: A name from :func:`list_models`, or ``timm:NAME`` for any timm model
+            (:mod:`lit_prune.models.timm_models`).
         num_classes: Size of the classifier output; at least 1.
         checkpoint_path: Optional weight file (a raw state dict, or a dict with a
             ``"state_dict"`` entry whose keys may carry a ``network.``/``model.`` prefix),
@@ -92,13 +95,21 @@ def create_model(
         The network, in training mode.
 
     Raises:
-        ValueError: If ``name`` is unknown (the message lists the registered names), if
-            ``num_classes < 1``, or if the checkpoint does not match the network.
+        UserError: If ``name`` is unknown (the message lists the registered names and the routes
+            for other modules).
+        ValueError: If ``num_classes < 1``, or if the checkpoint does not match the network.
         TypeError: If ``num_classes`` is not an int or an option is not accepted by the model.
         FileNotFoundError: If ``checkpoint_path`` does not exist.
     """
+    if isinstance(name, str) and name.startswith(TIMM_PREFIX):
+        return _create_timm(name.removeprefix(TIMM_PREFIX), num_classes, checkpoint_path, kwargs)
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; available models: {', '.join(list_models())}")
+        raise UserError(
+            f"unknown model {name!r}; registered models: {', '.join(list_models())}.\n"
+            "Any torch.nn.Module works through class_path, e.g. network: {class_path: "
+            "torchvision.models.mobilenet_v3_small, init_args: {num_classes: 10}};\n"
+            "timm models by name: network: timm:NAME (e.g. timm:resnet10t)."
+        )
     if isinstance(num_classes, bool) or not isinstance(num_classes, int):
         raise TypeError(f"num_classes must be an int >= 1, got {type(num_classes).__name__}")
     if num_classes < 1:
@@ -114,6 +125,18 @@ def create_model(
         if checkpoint_path is not None:
             load_state_dict_checked(model, read_state_dict(checkpoint_path))
     if checkpoint_path is not None:
+        set_weights_source(
+            model, {"kind": "checkpoint", "description": f"checkpoint {checkpoint_path}", "path": str(checkpoint_path)}
+        )
+    return model
+
+
+def _create_timm(
+    name: str, num_classes: int, checkpoint_path: str | os.PathLike[str] | None, options: dict[str, object]
+) -> nn.Module:
+    model = create_timm_model(name, num_classes=num_classes, **options)
+    if checkpoint_path is not None:
+        load_state_dict_checked(model, read_state_dict(checkpoint_path))
         set_weights_source(
             model, {"kind": "checkpoint", "description": f"checkpoint {checkpoint_path}", "path": str(checkpoint_path)}
         )
