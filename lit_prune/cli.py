@@ -19,7 +19,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lit_prune import console
-from lit_prune.cli_errors import CommandProgress, report_failure
+from lit_prune.cli_errors import CommandProgress, PhaseTracker, report_failure
 from lit_prune.cli_help import SHORT_HELP_FORMATTER, describe_for_help, remember_parser
 from lit_prune.module import ImageClassifier
 from lit_prune.torch_files import load_torch_file
@@ -92,7 +92,7 @@ class LitPruneCLI(LightningCLI):
         log_dir = self.trainer.log_dir
         self.progress.log_dir = None if log_dir is None else Path(log_dir)
         self.progress.log_dir_existed = self.progress.log_dir is not None and self.progress.log_dir.exists()
-        self.progress.phase = "run"
+        self.progress.phase = "setup"
 
 
 def _parser_kwargs() -> dict[str, Any]:
@@ -104,11 +104,11 @@ def _parser_kwargs() -> dict[str, Any]:
     return kwargs
 
 
-def _trainer_defaults() -> dict[str, Any]:
+def _trainer_defaults(progress: CommandProgress) -> dict[str, Any]:
     from callbacks.checkpoints import LastCheckpoint
     from callbacks.learning_rate import LearningRateLogger
 
-    return {"logger": _DEFAULT_LOGGER, "callbacks": [LastCheckpoint(), LearningRateLogger()]}
+    return {"logger": _DEFAULT_LOGGER, "callbacks": [LastCheckpoint(), LearningRateLogger(), PhaseTracker(progress)]}
 
 
 def run_cli(args: Sequence[str], progress: CommandProgress | None = None) -> LitPruneCLI:
@@ -124,6 +124,7 @@ def run_cli(args: Sequence[str], progress: CommandProgress | None = None) -> Lit
     Raises:
         Exception: Whatever the command raised; :func:`main` turns it into an exit status.
     """
+    progress = progress or CommandProgress()
     with warnings.catch_warnings():
         # Passing the command line as ``args`` is how this entry point works, not a mistake.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
@@ -131,7 +132,7 @@ def run_cli(args: Sequence[str], progress: CommandProgress | None = None) -> Lit
             ImageClassifier,
             LightningDataModule,
             subclass_mode_data=True,
-            trainer_defaults=_trainer_defaults(),
+            trainer_defaults=_trainer_defaults(progress),
             save_config_kwargs={"overwrite": True},
             parser_kwargs=_parser_kwargs(),
             args=list(args),

@@ -14,6 +14,7 @@ import importlib
 import inspect
 import re
 import sys
+import textwrap
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,16 +22,17 @@ from pathlib import Path
 
 from jsonargparse import ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import Callback
 
 from lit_prune.errors import UserError
 
-__all__ = ["CommandProgress", "condense_parser_message", "exit_status", "report_failure"]
+__all__ = ["CommandProgress", "PhaseTracker", "condense_parser_message", "exit_status", "report_failure"]
 
 USER_ERROR = 2
 FAILURE = 1
 INTERRUPTED = 130
-_MAX_MESSAGE_LINES = 6
-_MAX_LINE = 300
+_MAX_MESSAGE_LINES = 8
+_WIDTH = 120
 _MAX_SUGGESTIONS = 12
 
 # Problems in what the user gave, whenever they surface.
@@ -44,14 +46,16 @@ _USER_ERRORS = (
     PermissionError,
     ConnectionError,
 )
-# Raised while the config is parsed and its classes are built: the argument checks of the
-# model, data module and callbacks.
+# Raised while the config is parsed and its classes are built (the argument checks of the
+# model, data module and callbacks), or by lit-prune's own checks while the run is set up
+# (a callback that finds trainer settings it cannot work with).
 _CONFIG_ERRORS = (ValueError, TypeError, KeyError, ImportError, AttributeError)
 
 
 @dataclass
 class CommandProgress:
-    """How far a command got: ``parse``, ``instantiate`` (classes being built) or ``run``.
+    """How far a command got: ``parse``, ``instantiate`` (classes being built), ``setup`` (the
+    trainer prepares data, callbacks and model) or ``run`` (the first batch has started).
 
     Attributes:
         phase: The current phase.
@@ -65,13 +69,16 @@ class CommandProgress:
 
 
 def exit_status(error: BaseException, phase: str) -> int:
-    """2 for a user error, 130 for Ctrl-C, 1 for anything else."""
+    """2 for a user error, 130 for Ctrl-C, 1 for anything else (see the module docstring)."""
     if isinstance(error, KeyboardInterrupt):
         return INTERRUPTED
     chain = list(_chain(error))
     if any(isinstance(link, _USER_ERRORS) for link in chain):
         return USER_ERROR
     if phase in ("parse", "instantiate") and isinstance(error, _CONFIG_ERRORS):
+        return USER_ERROR
+    relevant = _most_relevant(error)
+    if phase == "setup" and isinstance(relevant, _CONFIG_ERRORS) and _raised_in_project(relevant):
         return USER_ERROR
     return FAILURE
 
@@ -128,7 +135,26 @@ def _most_relevant(error: BaseException) -> BaseException:
     for link in chain:
         if isinstance(link, ArgumentError):
             return link
-    return chain[-1]
+    for link in reversed(chain):
+        if isinstance(link, UserError) or _raised_in_project(link):
+            return link
+    return chain[0]
+
+
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_PROJECT_PACKAGES = ("lit_prune", "callbacks", "datamodules")
+
+
+def _raised_in_project(error: BaseException) -> bool:
+    """Whether ``error`` was raised by lit-prune's own code (its message is written for users)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return False
+    try:
+        relative = Path(frames[-1].filename).resolve().relative_to(_PROJECT_ROOT)
+    except ValueError:
+        return False
+    return relative.parts[0] in _PROJECT_PACKAGES
 
 
 def _message_lines(error: BaseException) -> list[str]:
@@ -136,8 +162,7 @@ def _message_lines(error: BaseException) -> list[str]:
     text = str(relevant).strip() or type(relevant).__name__
     if isinstance(relevant, ArgumentError) or _UNION_FAILURE in text:
         text = condense_parser_message(text)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    lines = [line if len(line) <= _MAX_LINE else line[: _MAX_LINE - 3] + "..." for line in lines]
+    lines = [wrapped for line in text.splitlines() if line.strip() for wrapped in textwrap.wrap(line.strip(), _WIDTH)]
     if len(lines) > _MAX_MESSAGE_LINES:
         lines = [*lines[: _MAX_MESSAGE_LINES - 1], f"... ({len(lines) - _MAX_MESSAGE_LINES + 1} more lines with --debug)"]
     return lines or [type(relevant).__name__]
@@ -252,3 +277,22 @@ def _subcommand(command: Sequence[str]) -> str:
         if not word.startswith("-"):
             return word
     return "fit"
+
+
+class PhaseTracker(Callback):
+    """Marks the command's progress as ``run`` when the first batch of any loop starts.
+
+    Args:
+        progress: The command's progress record.
+    """
+
+    def __init__(self, progress: CommandProgress) -> None:
+        self.progress = progress
+
+    def _started(self, *args: object, **kwargs: object) -> None:
+        self.progress.phase = "run"
+
+    on_train_batch_start = _started
+    on_validation_batch_start = _started
+    on_test_batch_start = _started
+    on_predict_batch_start = _started

@@ -9,6 +9,7 @@ Both apply only when the config does not name a logger version itself.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 from typing import Any
@@ -80,9 +81,12 @@ def remove_if_unfinished(log_dir: Path) -> bool:
             before the command started (the caller checks).
 
     Returns:
-        Whether the directory was removed.
+        Whether the directory was removed (its parent, the run name's folder, goes too if that
+        leaves it empty).
     """
     if not log_dir.is_dir() or any(log_dir.glob("checkpoints/*.ckpt")):
         return False
     shutil.rmtree(log_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        log_dir.parent.rmdir()
     return True
