@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lit_prune.errors import UserError
 from lit_prune.pruning import PruningMask, global_prune_mask, prunable_parameters, random_scores
 from lit_prune.pruning.saliency import (
     class_balanced_batches,
@@ -36,6 +37,32 @@ class _ConvBNNet(nn.Module):
         x = torch.relu(self.bn1(self.conv1(x)))
         x = torch.relu(self.conv2(x))
         return self.fc(x.mean(dim=(2, 3)))
+
+
+class _DropoutNet(nn.Module):
+    """``fc2(dropout(relu(fc1(x))))``, bias-free, small enough to differentiate by hand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(4, 5, bias=False)
+        self.drop = nn.Dropout(0.5)
+        self.fc2 = nn.Linear(5, 3, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.drop(torch.relu(self.fc1(x))))
+
+
+class _BNTanhNet(nn.Module):
+    """``fc2(tanh(bn(fc1(x))))`` in float64: batch norm on batch statistics makes the halves matter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(3, 4)
+        self.bn = nn.BatchNorm1d(4)
+        self.fc2 = nn.Linear(4, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(torch.tanh(self.bn(self.fc1(x))))
 
 
 class _TanhNet(nn.Module):
@@ -112,30 +139,42 @@ SCORE_FNS = {"snip": _snip, "grasp": _grasp, "synflow": _synflow}
 # ----------------------------------------------------------------------------------------- SNIP
 
 
-def test_snip_scores_equal_gradient_times_weight_computed_by_hand() -> None:
-    model = _conv_net()
+def test_snip_is_gradient_times_weight_in_eval_mode_worked_out_by_hand() -> None:
+    """SNIP on ``fc2(dropout(relu(fc1 x)))``: the chain rule written out, dropout the identity."""
+    torch.manual_seed(0)
+    model = _DropoutNet().double().train()  # left in training mode: scoring must switch dropout off
     params = prunable_parameters(model)
-    x, y = _image_data()
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 4, generator=generator, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    w1, w2 = model.fc1.weight.detach(), model.fc2.weight.detach()
+
+    pre = x @ w1.T
+    hidden = pre.clamp(min=0)
+    logits = hidden @ w2.T
+    delta = (logits.softmax(dim=1) - F.one_hot(y, 3).double()) / len(y)  # dL/dlogits of the mean loss
+    grad_w2 = delta.T @ hidden
+    grad_w1 = ((delta @ w2) * (pre > 0).double()).T @ x
+
     scores = snip_scores(model, params, [(x, y)])
-
-    reference = copy.deepcopy(model).train()
-    F.cross_entropy(reference(x), y).backward()
-    for name, param in reference.named_parameters():
-        if name in params:
-            expected = (param.grad * param.detach()).abs()
-            torch.testing.assert_close(scores[name], expected, rtol=1e-5, atol=1e-8)
-            assert scores[name].shape == param.shape
+    torch.testing.assert_close(scores["fc1.weight"], (grad_w1 * w1).abs(), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(scores["fc2.weight"], (grad_w2 * w2).abs(), rtol=1e-12, atol=1e-15)
+    assert model.training and model.drop.training, "the model's modes come back as they were"
 
 
-def test_snip_in_eval_mode_uses_running_statistics() -> None:
+def test_snip_defaults_to_eval_mode_and_bn_mode_train_uses_batch_statistics() -> None:
     model = _conv_net()
     params = prunable_parameters(model)
     x, y = _image_data()
-    scores = snip_scores(model, params, [(x, y)], train_mode=False)
-    reference = copy.deepcopy(model).eval()
-    F.cross_entropy(reference(x), y).backward()
-    torch.testing.assert_close(scores["conv1.weight"], (reference.conv1.weight.grad * reference.conv1.weight).abs())
-    assert not torch.allclose(scores["conv1.weight"], snip_scores(model, params, [(x, y)])["conv1.weight"])
+    for bn_mode, reference in (("eval", copy.deepcopy(model).eval()), ("train", copy.deepcopy(model).train())):
+        F.cross_entropy(reference(x), y).backward()
+        scores = snip_scores(model, params, [(x, y)], bn_mode=bn_mode)
+        for name, param in reference.named_parameters():
+            if name in params:
+                torch.testing.assert_close(scores[name], (param.grad * param.detach()).abs(), rtol=1e-5, atol=1e-8)
+    default = snip_scores(model, params, [(x, y)])["conv1.weight"]
+    assert torch.equal(default, snip_scores(model, params, [(x, y)], bn_mode="eval")["conv1.weight"])
+    assert not torch.allclose(default, snip_scores(model, params, [(x, y)], bn_mode="train")["conv1.weight"])
 
 
 def test_snip_accumulates_batches_as_one_batch_of_all_samples() -> None:
@@ -198,16 +237,58 @@ def test_grasp_scores_are_weight_times_hg_and_prune_the_highest_paper_scores() -
 @pytest.mark.parametrize("make_model", ["tanh", "conv_bn_eval"])
 def test_grasp_two_batches_of_eight_equal_one_batch_of_sixteen(make_model: str) -> None:
     if make_model == "tanh":
-        model, (x, y), train_mode = _tanh_net(), _vector_data(16), True
+        model, (x, y), bn_mode = _tanh_net(), _vector_data(16), "train"
     else:
-        model, (x, y), train_mode = _conv_net(), _image_data(16), False
+        model, (x, y), bn_mode = _conv_net(), _image_data(16), "eval"
     params = prunable_parameters(model)
-    whole = grasp_scores(model, params, [(x, y)], temperature=10.0, train_mode=train_mode)
-    split = grasp_scores(model, params, [(x[:8], y[:8]), (x[8:], y[8:])], temperature=10.0, train_mode=train_mode)
+    whole = grasp_scores(model, params, [(x, y)], temperature=10.0, bn_mode=bn_mode)
+    split = grasp_scores(model, params, [(x[:8], y[:8]), (x[8:], y[8:])], temperature=10.0, bn_mode=bn_mode)
     for name in params:
         assert whole[name].abs().max() > 0
         scale = whole[name].abs().max()
         torch.testing.assert_close(split[name] / scale, whole[name] / scale, rtol=1e-5, atol=1e-5)
+
+
+def test_grasp_over_two_class_grouped_halves_equals_the_reference_computed_with_explicit_hessians() -> None:
+    """alecwangcq/GraSP: g = ∇L_a + ∇L_b over the halves, then Hg = (H_a + H_b) g, batch norm per half.
+
+    The Hessians are built as explicit matrices of each half's mean loss (batch norm on that
+    half's statistics); lit-prune weights each half by its share, so with equal halves its
+    ``θ ⊙ Hg`` is the reference's times 1/4.
+    """
+    torch.manual_seed(0)
+    model = _BNTanhNet().double()
+    params = prunable_parameters(model)
+    generator = torch.Generator().manual_seed(2)
+    stream = [(torch.randn(12, 3, generator=generator, dtype=torch.float64), torch.arange(12) % 3)]
+    halves = class_balanced_batches(stream, num_classes=3, samples_per_class=4)
+    assert [t.tolist() for _, t in halves] == [[0, 0, 0, 0, 1, 1], [1, 1, 2, 2, 2, 2]]
+    temperature = 2.0
+
+    names = list(params)
+    shapes = [params[n].shape for n in names]
+    sizes = [params[n].numel() for n in names]
+    theta = torch.cat([params[n].detach().reshape(-1) for n in names])
+    others = {n: p.detach() for n, p in model.named_parameters() if n not in params}
+    reference = copy.deepcopy(model).train()
+
+    def half_loss(flat: Tensor, inputs: Tensor, targets: Tensor) -> Tensor:
+        weights = {n: piece.reshape(shape) for n, piece, shape in zip(names, flat.split(sizes), shapes)}
+        stats = {n: b.clone() for n, b in model.named_buffers()}
+        logits = torch.func.functional_call(reference, {**others, **stats, **weights}, (inputs,))
+        return F.cross_entropy(logits / temperature, targets)
+
+    gradient = sum(torch.autograd.functional.jacobian(lambda f: half_loss(f, *half), theta) for half in halves)
+    hessians = [torch.autograd.functional.hessian(lambda f: half_loss(f, *half), theta) for half in halves]
+    expected = theta * (sum(hessians) @ gradient) / 4
+
+    scores = grasp_scores(model, params, halves, temperature=temperature)
+    got = torch.cat([scores[n].reshape(-1) for n in names])
+    assert expected.abs().max() > 1e-6
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-14)
+    whole = class_balanced_batches(stream, num_classes=3, samples_per_class=4, num_batches=1)
+    one_batch = grasp_scores(model, params, whole, temperature=temperature)
+    assert not torch.allclose(torch.cat([one_batch[n].reshape(-1) for n in names]), expected, rtol=1e-3, atol=1e-9)
 
 
 def test_grasp_temperature_changes_the_scores() -> None:
@@ -278,6 +359,10 @@ def test_scoring_errors_name_the_problem() -> None:
     model = _conv_net()
     params = prunable_parameters(model)
     batches = [_image_data()]
+    with pytest.raises(UserError, match=r"bn_mode must be one of \['eval', 'train'\].*'batch'"):
+        snip_scores(model, params, batches, bn_mode="batch")
+    with pytest.raises(UserError, match="bn_mode must be one of"):
+        grasp_scores(model, params, batches, bn_mode=True)
     with pytest.raises(ValueError, match="temperature must be a positive"):
         grasp_scores(model, params, batches, temperature=0.0)
     with pytest.raises(ValueError, match="batches is empty"):
@@ -376,18 +461,21 @@ def _labelled_stream(labels: list[list[int]], consumed: list[int]) -> Iterator[t
 def test_class_balanced_batches_draws_each_class_equally_and_stops_early() -> None:
     consumed: list[int] = []
     stream = _labelled_stream([[0, 0, 0, 1], [2, 0, 1], [1, 2, 2], [0, 1, 2, 3]], consumed)
-    batches = class_balanced_batches(stream, num_classes=3, samples_per_class=2)
+    batches = class_balanced_batches(stream, num_classes=3, samples_per_class=2, num_batches=1)
     assert consumed == [0, 1, 2]  # the fourth batch is never read
     assert len(batches) == 1
     inputs, targets = batches[0]
-    assert targets.tolist() == [0, 1, 2, 0, 1, 2]  # interleaved by class
+    assert targets.tolist() == [0, 0, 1, 1, 2, 2]  # grouped by class, as GraSP_fetch_data
     assert inputs[:, 0].round().long().tolist() == targets.tolist()  # inputs follow their targets
-    assert inputs[0, 1] == pytest.approx(0.0) and inputs[3, 1] == pytest.approx(0.01)  # first samples of class 0
+    assert inputs[:, 1].tolist() == pytest.approx([0.0, 0.01, 1.03, 1.02, 2.0, 2.01])  # in the order drawn
 
-    split = class_balanced_batches(
-        _labelled_stream([[0, 1, 2, 0, 1, 2, 0, 1, 2]], []), num_classes=3, samples_per_class=3, batch_size=4
-    )
-    assert [len(t) for _, t in split] == [4, 4, 1]
+
+def test_class_balanced_batches_default_to_the_reference_halves() -> None:
+    stream = [[1, 0, 2, 1, 0, 2, 2, 1, 0], [0, 1, 2]]
+    halves = class_balanced_batches(_labelled_stream(stream, []), num_classes=3, samples_per_class=3)
+    assert [t.tolist() for _, t in halves] == [[0, 0, 0, 1], [1, 1, 2, 2, 2]]  # [:N // 2] and [N // 2:]
+    quarters = class_balanced_batches(_labelled_stream(stream, []), num_classes=3, samples_per_class=3, num_batches=4)
+    assert [len(t) for _, t in quarters] == [2, 2, 2, 3]
 
 
 def test_class_balanced_batches_errors() -> None:
@@ -397,3 +485,5 @@ def test_class_balanced_batches_errors() -> None:
         class_balanced_batches(_labelled_stream([[0, 5]], []), num_classes=3, samples_per_class=1)
     with pytest.raises(ValueError, match="samples_per_class must be >= 1"):
         class_balanced_batches([], num_classes=3, samples_per_class=0)
+    with pytest.raises(ValueError, match="num_batches=7 exceeds the 6 samples"):
+        class_balanced_batches(_labelled_stream([[0, 1, 2, 0, 1, 2]], []), 3, 2, num_batches=7)

@@ -7,11 +7,17 @@ the network is scored with its pruned weights at zero (through a masked function
 model's own tensors are never modified) and pruned positions score ``-inf``, so they stay
 pruned, count towards the next target, and the next stage prunes among the survivors.
 
-Scoring leaves the model as it was: gradients are taken with ``torch.autograd.grad`` on
-detached copies of the weights, so no ``.grad`` is written; the train/eval flag of every
-module and every buffer (batch-norm running statistics) are restored afterwards.
+The data-dependent scores are deterministic: for the same network, batches and parameters
+they give the same numbers whatever the global random state, because they run under
+:func:`~lit_prune.pruning.scoring_mode.scoring_mode` (dropout and drop-path off; batch norm on
+running or batch statistics as the ``bn_mode`` option says, defaulting to the authors' code:
+``eval`` for SNIP, ``train`` for GraSP). Scoring leaves the model as it was: gradients are
+taken with ``torch.autograd.grad`` on detached copies of the weights, so no ``.grad`` is
+written; the train/eval flag of every module and every buffer (batch-norm running statistics)
+are restored afterwards.
 
-Typical use, GraSP at initialisation on class-balanced calibration data::
+Typical use, GraSP at initialisation as in its reference code (two class-grouped halves of 10
+samples per class, batch norm on batch statistics, temperature 200)::
 
     params = prunable_parameters(model)
     calibration = class_balanced_batches(train_loader, num_classes=10, samples_per_class=10)
@@ -22,8 +28,7 @@ Typical use, GraSP at initialisation on class-balanced calibration data::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +37,7 @@ from torch.func import functional_call
 
 from lit_prune.pruning.mask import PruningMask
 from lit_prune.pruning.parameters import check_model_parameters, current_keep_masks
+from lit_prune.pruning.scoring_mode import check_bn_mode, scoring_mode
 from lit_prune.pruning.selection import global_prune_mask, validate_sparsity
 
 __all__ = [
@@ -56,7 +62,7 @@ def snip_scores(
     batches: Iterable[Batch],
     loss_fn: LossFunction = F.cross_entropy,
     current_mask: PruningMask | None = None,
-    train_mode: bool = True,
+    bn_mode: str = "eval",
 ) -> dict[str, Tensor]:
     """Scores each weight by its connection sensitivity ``|∂L/∂w ⊙ w|`` (SNIP).
 
@@ -64,8 +70,17 @@ def snip_scores(
     Sensitivity" (ICLR). ``L`` is the mean loss over *all* calibration samples: each batch's
     (mean) loss is weighted by its share of the samples and the gradients of the batches are
     summed, so the scores do not depend on how the samples are split into batches (up to
-    batch-norm statistics in training mode). The paper's normalisation by the sum of all
-    scores is left out: it does not change the ranking.
+    batch-norm statistics with ``bn_mode="train"``). The paper's normalisation by the sum of
+    all scores is left out: it does not change the ranking.
+
+    The network is scored in eval mode by default, as the authors' code does
+    (namhoonlee/snip-public, ``prune.py``: ``is_train: False``, so batch norm uses its running
+    statistics and there is no dropout) and as Synaptic-Flow's SNIP does (``prune_loop`` with
+    ``train_mode=False``). Dropout and drop-path are off in either ``bn_mode``, so the scores
+    do not depend on the random state. Where lit-prune's selection differs from the
+    reference's (exact ``round(s·N)`` counts with a seeded tie rule instead of
+    snip-public's ``top_k`` of ``round(N·(1-s))``), see
+    :func:`~lit_prune.pruning.selection.global_prune_mask`.
 
     Args:
         model: The network; its weights, buffers, modes and gradients are left unchanged.
@@ -74,9 +89,9 @@ def snip_scores(
         loss_fn: ``loss_fn(logits, targets)`` returning the batch-mean loss.
         current_mask: The mask so far; the network is scored with its pruned weights at zero,
             and pruned positions score ``-inf``.
-        train_mode: Score in training mode (the default, as the GraSP reference code does and
-            the usual way to score a freshly built network: batch norm uses the statistics of
-            each calibration batch, dropout is active) or in eval mode.
+        bn_mode: ``"eval"`` (default, the authors' code): batch norm uses its running
+            statistics; ``"train"``: the statistics of each calibration batch. Dropout is off
+            in both.
 
     Returns:
         Name to ``|g ⊙ w|`` (``-inf`` where pruned), detached, in each parameter's dtype.
@@ -85,12 +100,14 @@ def snip_scores(
         TypeError: If an argument has the wrong type.
         ValueError: If ``params`` is empty or not parameters of ``model``, ``batches`` is empty
             or malformed, or ``current_mask`` does not fit ``params``.
+        UserError: If ``bn_mode`` is not ``"eval"`` or ``"train"``.
     """
     named = check_model_parameters(model, params)
     keep = current_keep_masks(named, current_mask)
     data = _calibration_batches(batches)
     _check_loss_fn(loss_fn)
-    with _scoring_mode(model, train_mode):
+    bn_mode = check_bn_mode(bn_mode)
+    with scoring_mode(model, bn_mode):
         leaves = _leaves(named)
         gradient = _calibration_gradient(model, leaves, keep, data, loss_fn, temperature=1.0)
     return {
@@ -106,7 +123,7 @@ def hessian_gradient_product(
     temperature: float = 200.0,
     loss_fn: LossFunction = F.cross_entropy,
     current_mask: PruningMask | None = None,
-    train_mode: bool = True,
+    bn_mode: str = "train",
 ) -> dict[str, Tensor]:
     """Computes ``Hg``, the Hessian of the calibration loss times its gradient, without a Hessian.
 
@@ -120,8 +137,11 @@ def hessian_gradient_product(
        ``g · ∇L_b`` of each batch (double backward: a Hessian-vector product).
 
     Both sums are exact decompositions of the full-data quantities, so several batches give the
-    same result as one batch holding all samples (up to batch-norm statistics in training
-    mode). Batches are materialised in a list because they are read twice.
+    same result as one batch holding all samples, up to batch-norm statistics with
+    ``bn_mode="train"``: there each batch is normalised with its own statistics, which is why
+    GraSP's reference splits its sample into two class-grouped halves
+    (:func:`class_balanced_batches`). Batches are materialised in a list because they are read
+    twice.
 
     Args:
         model: The network; its weights, buffers, modes and gradients are left unchanged.
@@ -132,7 +152,8 @@ def hessian_gradient_product(
         loss_fn: ``loss_fn(logits, targets)`` returning the batch-mean loss.
         current_mask: The mask so far; the derivatives are those of the network with its pruned
             weights held at zero (zero at pruned positions).
-        train_mode: Evaluate in training mode (default, as the reference code) or eval mode.
+        bn_mode: ``"train"`` (default, as GraSP's reference code): batch norm uses the
+            statistics of each batch; ``"eval"``: its running statistics. Dropout is off in both.
 
     Returns:
         Name to ``Hg``, detached, in each parameter's dtype.
@@ -142,13 +163,15 @@ def hessian_gradient_product(
         ValueError: If ``temperature`` is not a positive finite number, ``params`` is empty or
             not parameters of ``model``, ``batches`` is empty or malformed, or ``current_mask``
             does not fit ``params``.
+        UserError: If ``bn_mode`` is not ``"eval"`` or ``"train"``.
     """
     named = check_model_parameters(model, params)
     keep = current_keep_masks(named, current_mask)
     data = _calibration_batches(batches)
     temperature = _check_temperature(temperature)
     _check_loss_fn(loss_fn)
-    with _scoring_mode(model, train_mode):
+    bn_mode = check_bn_mode(bn_mode)
+    with scoring_mode(model, bn_mode):
         leaves = _leaves(named)
         return _hessian_gradient_product(model, leaves, keep, data, loss_fn, temperature)
 
@@ -160,7 +183,7 @@ def grasp_scores(
     temperature: float = 200.0,
     loss_fn: LossFunction = F.cross_entropy,
     current_mask: PruningMask | None = None,
-    train_mode: bool = True,
+    bn_mode: str = "train",
 ) -> dict[str, Tensor]:
     """Scores each weight by GraSP's gradient-signal preservation, ``θ ⊙ Hg`` (higher = keep).
 
@@ -170,8 +193,30 @@ def grasp_scores(
     function returns ``-S = θ ⊙ Hg`` so that, like every score here, the *lowest* values are
     pruned and :func:`~lit_prune.pruning.selection.global_prune_mask` removes exactly the
     weights GraSP removes. See :func:`hessian_gradient_product` for ``g``, ``Hg``, the
-    temperature and how several calibration batches accumulate; the paper's code draws
-    class-balanced samples (:func:`class_balanced_batches`, 10 per class on CIFAR-10).
+    temperature and how several calibration batches accumulate.
+
+    The defaults follow the authors' code (alecwangcq/GraSP, ``pruner/GraSP.py``): the
+    calibration sample is drawn class by class (``GraSP_fetch_data``, 10 per class for VGG on
+    CIFAR-10 and CIFAR-100), grouped by class and split into two halves, ``g`` is accumulated
+    over the two halves and then ``Hg`` over the same halves in the same order — give the
+    batches of :func:`class_balanced_batches`; the logits are divided by ``T = 200``; and the
+    network is in training mode (a freshly built network, ``.eval()`` commented out), so batch
+    norm normalises each half with its own statistics (``bn_mode="train"``). lit-prune
+    deliberately differs in these points:
+
+    - dropout and drop-path are off while scoring (the reference's VGG has no dropout; with
+      dropout on, VGG16-BN's scores are a random draw);
+    - the reference sums the two halves' mean losses, lit-prune weights each batch's mean by
+      its share of the samples: with halves of equal size (an even sample) the scores are the
+      reference's times ``1/4``, the same ranking;
+    - the reference re-draws the linear layers of its scoring copy (``reinit=True``, Xavier
+      normal); lit-prune scores the network as it is, so the scores do not depend on a draw;
+    - the reference keeps the weights whose paper score is ``<=`` the ``int(s·N)``-th
+      largest, so it removes one weight fewer than ``int(s·N)`` (fewer still when scores tie
+      at that value);
+      :func:`~lit_prune.pruning.selection.global_prune_mask` removes exactly ``round(s·N)`` and
+      breaks ties at the cut by a seeded random key (GraSP gives weights of dead units exact
+      zeros, so many tie).
 
     Args:
         model: The network; its weights, buffers, modes and gradients are left unchanged.
@@ -181,7 +226,8 @@ def grasp_scores(
         loss_fn: ``loss_fn(logits, targets)`` returning the batch-mean loss.
         current_mask: The mask so far; the network is scored with its pruned weights at zero,
             and pruned positions score ``-inf``.
-        train_mode: Score in training mode (default, as the reference code) or eval mode.
+        bn_mode: ``"train"`` (default, the reference code): batch norm uses the statistics of
+            each batch; ``"eval"``: its running statistics. Dropout is off in both.
 
     Returns:
         Name to ``θ ⊙ Hg`` (``-inf`` where pruned), detached, in each parameter's dtype.
@@ -189,13 +235,15 @@ def grasp_scores(
     Raises:
         TypeError: If an argument has the wrong type.
         ValueError: As :func:`hessian_gradient_product`.
+        UserError: If ``bn_mode`` is not ``"eval"`` or ``"train"``.
     """
     named = check_model_parameters(model, params)
     keep = current_keep_masks(named, current_mask)
     data = _calibration_batches(batches)
     temperature = _check_temperature(temperature)
     _check_loss_fn(loss_fn)
-    with _scoring_mode(model, train_mode):
+    bn_mode = check_bn_mode(bn_mode)
+    with scoring_mode(model, bn_mode):
         leaves = _leaves(named)
         product = _hessian_gradient_product(model, leaves, keep, data, loss_fn, temperature)
     return {
@@ -218,7 +266,10 @@ def synflow_scores(
     whole state dict; the model's own tensors are not modified, so no signs need restoring),
     it runs in eval mode (batch norm uses its running statistics), and one all-ones input of
     ``input_shape`` gives ``R = Σ f(1; |θ|)``. Everything is computed in float64 so that the
-    product of many layers neither overflows nor underflows. This is *one* scoring round;
+    product of many layers neither overflows nor underflows: a deliberate difference from the
+    reference (ganguli-lab/Synaptic-Flow, ``Pruners/pruners.py``), which computes in float32
+    (its ``model.double()`` is commented out), so scores that underflow to zero or tie there
+    are ordered here. This is *one* scoring round;
     SynFlow proper re-scores after each of many small pruning steps, see
     :func:`synflow_prune_mask`.
 
@@ -240,7 +291,7 @@ def synflow_scores(
     named = check_model_parameters(model, params)
     keep = current_keep_masks(named, current_mask)
     shape = _check_input_shape(input_shape)
-    with _scoring_mode(model, train=False):
+    with scoring_mode(model, "eval"):
         return _synflow_scores(model, named, keep, shape)
 
 
@@ -261,7 +312,9 @@ def synflow_prune_mask(
     ``d_0 · (d / d_0) ** (k / iterations)``, from the current density ``d_0`` (1 without
     ``current_mask``) to the target density ``d = 1 - sparsity``. Iterating is what avoids
     layer collapse; the last round lands exactly on the target: ``round(sparsity * total)``
-    weights are pruned, already-pruned ones included.
+    weights are pruned, already-pruned ones included, with ties at each cut broken by
+    :func:`~lit_prune.pruning.selection.global_prune_mask`'s seeded rule (the reference prunes
+    every score ``<=`` the ``kthvalue`` threshold, ties included).
 
     Args:
         model: The network; left unchanged.
@@ -295,7 +348,7 @@ def synflow_prune_mask(
     target_density = 1.0 - sparsity
     if mask.num_pruned() >= round(sparsity * mask.num_total()):
         return mask
-    with _scoring_mode(model, train=False):
+    with scoring_mode(model, "eval"):
         for step in range(1, iterations + 1):
             density = start_density * (target_density / start_density) ** (step / iterations)
             step_sparsity = sparsity if step == iterations else min(1.0 - density, sparsity)
@@ -308,24 +361,29 @@ def class_balanced_batches(
     batches: Iterable[Batch],
     num_classes: int,
     samples_per_class: int,
-    batch_size: int | None = None,
+    num_batches: int = 2,
 ) -> list[Batch]:
-    """Draws the first ``samples_per_class`` samples of every class from a stream of batches.
+    """Draws the first ``samples_per_class`` samples of every class, in GraSP's reference order.
 
     GraSP's calibration data (Wang et al., 2020, "Picking Winning Tickets Before Training by
-    Preserving Gradient Flow", ICLR): the same number of samples of each class, 10 per class on
-    CIFAR-10 in the paper. The stream is read in order and no further than needed. The samples
-    are interleaved by class (the first sample of every class, then the second of every class,
-    ...), so that any split into batches stays as balanced as possible, which matters for
-    batch-norm statistics in training mode.
+    Preserving Gradient Flow", ICLR; alecwangcq/GraSP, ``pruner/GraSP.py``): the stream is
+    read in order, and each sample joins its class until the class has ``samples_per_class``
+    (``GraSP_fetch_data``, 10 per class for VGG on CIFAR-10 and CIFAR-100); reading stops as
+    soon as every class is full. The samples are then grouped by class (all of class 0 in the
+    order drawn, then class 1, ...) and cut into ``num_batches`` contiguous batches, batch
+    ``k`` ending at sample ``(k + 1) * N // num_batches``. The default, two, gives the
+    reference's halves ``[:N // 2]`` and ``[N // 2:]``: with 10 classes the first half holds
+    classes 0-4 and the second classes 5-9, so in training mode each half is normalised with
+    the batch statistics of its own classes, as in the reference. ``num_batches=1`` gives one
+    batch of all ``N = num_classes * samples_per_class`` samples.
 
     Args:
         batches: Batches ``(inputs, targets)`` with integer class targets of shape ``(B,)``,
             e.g. a training ``DataLoader`` (shuffled, so the draw is random).
         num_classes: Number of classes; targets must lie in ``[0, num_classes)``.
         samples_per_class: Samples to draw of each class.
-        batch_size: Size of the returned batches (the last may be smaller); ``None`` returns
-            one batch with all ``num_classes * samples_per_class`` samples.
+        num_batches: Number of contiguous batches to cut the class-grouped sample into, at
+            most ``N``.
 
     Returns:
         The calibration batches, on the device of the input batches.
@@ -333,13 +391,19 @@ def class_balanced_batches(
     Raises:
         TypeError: If a count is not an int, or a batch is not a pair of tensors with integer
             targets.
-        ValueError: If a count is below 1, a target is out of range, shapes disagree, or the
-            stream ends before every class has ``samples_per_class`` samples.
+        ValueError: If a count is below 1, ``num_batches`` exceeds the number of samples, a
+            target is out of range, shapes disagree, or the stream ends before every class
+            has ``samples_per_class`` samples.
     """
     num_classes = _check_count(num_classes, "num_classes")
     samples_per_class = _check_count(samples_per_class, "samples_per_class")
-    if batch_size is not None:
-        batch_size = _check_count(batch_size, "batch_size")
+    num_batches = _check_count(num_batches, "num_batches")
+    total = num_classes * samples_per_class
+    if num_batches > total:
+        raise ValueError(
+            f"num_batches={num_batches} exceeds the {total} samples drawn ({num_classes} classes x "
+            f"{samples_per_class} samples_per_class); every batch needs at least one sample"
+        )
     inputs_by_class: list[list[Tensor]] = [[] for _ in range(num_classes)]
     targets_by_class: list[list[Tensor]] = [[] for _ in range(num_classes)]
     counts = [0] * num_classes
@@ -372,10 +436,10 @@ def class_balanced_batches(
             f"the batches ended before every class had {samples_per_class} samples; classes short "
             f"of samples (class: samples found): {short}. Use more data or fewer samples_per_class"
         )
-    all_inputs = torch.stack([torch.cat(parts) for parts in inputs_by_class], dim=1).flatten(0, 1)
-    all_targets = torch.stack([torch.cat(parts) for parts in targets_by_class], dim=1).flatten(0, 1)
-    size = all_targets.numel() if batch_size is None else batch_size
-    return list(zip(all_inputs.split(size), all_targets.split(size)))
+    all_inputs = torch.cat([part for parts in inputs_by_class for part in parts])
+    all_targets = torch.cat([part for parts in targets_by_class for part in parts])
+    bounds = [(k * total) // num_batches for k in range(num_batches + 1)]
+    return [(all_inputs[a:b], all_targets[a:b]) for a, b in zip(bounds, bounds[1:])]
 
 
 def _calibration_gradient(
@@ -478,24 +542,6 @@ def _synflow_scores(
         score = torch.zeros_like(leaf) if grad is None else (leaf * grad).abs()
         scores[name] = _mark_pruned(score.detach(), keep[name])
     return scores
-
-
-@contextmanager
-def _scoring_mode(model: nn.Module, train: bool) -> Iterator[None]:
-    """Sets train/eval mode and restores every module's flag and every buffer afterwards."""
-    if not isinstance(train, bool):
-        raise TypeError(f"train_mode must be a bool, got {train!r}")
-    flags = [(module, module.training) for module in model.modules()]
-    buffers = [(buffer, buffer.detach().clone()) for buffer in model.buffers()]
-    model.train(train)
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for buffer, saved in buffers:
-                buffer.copy_(saved)
-        for module, flag in flags:
-            module.training = flag
 
 
 def _leaves(named: Mapping[str, nn.Parameter]) -> dict[str, Tensor]:
