@@ -2,13 +2,25 @@
 
 Selection removes the lowest-scoring weights, either with one threshold over all selected
 parameters (global) or with a fraction per parameter (layer-wise). Both are exact: the number
-of pruned weights is ``round(sparsity * count)`` (globally, or per parameter), ties in score are
-broken by position (earlier parameters in ``scores`` order, then lower flat index, go first), and
+of pruned weights is ``round(sparsity * count)`` (globally, or per parameter), and
 already-pruned weights stay pruned and count towards the target, so masks only shrink.
+
+Ties at the cut (scores equal to the threshold, of which only some must go) are broken by the
+:data:`TIE_RULE`: every weight has a pseudo-random 62-bit key drawn from a generator seeded
+with ``tie_seed`` and the parameter's *name*, and the tied weights with the lowest keys go
+first (then, for equal keys, by name and flat index). The choice is deterministic, uniform
+among the tied weights, and independent of the order in which the parameters are given, so no
+layer is favoured for coming early: GraSP, for one, gives the weights of dead units exact zero
+scores, and hundreds of thousands of them can tie at the cut. The references differ here and
+lit-prune deliberately does not follow them: snip-public keeps ``top_k`` of
+``round(N·(1-s))`` (ties by the order of ``top_k``), alecwangcq/GraSP keeps scores ``<=`` its
+``int(s·N)``-th largest (one weight fewer removed, all ties kept), Synaptic-Flow and open_lth
+remove every score ``<=`` a threshold (all ties removed).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from fnmatch import fnmatchcase
 
@@ -18,11 +30,21 @@ from torch import Tensor
 from lit_prune.pruning.mask import PruningMask
 
 __all__ = [
+    "DEFAULT_TIE_SEED",
+    "TIE_RULE",
     "global_prune_mask",
     "layerwise_prune_mask",
     "sparsity_after_step",
     "validate_sparsity",
 ]
+
+TIE_RULE = "seeded_random"
+"""How ties at the cut are broken: by a pseudo-random key of (seed, parameter name, index)."""
+
+DEFAULT_TIE_SEED = 0
+"""The seed of the tie-breaking keys unless a caller gives another."""
+
+_KEY_BOUND = 2**62
 
 
 def validate_sparsity(value: float, name: str = "sparsity") -> float:
@@ -51,7 +73,10 @@ def validate_sparsity(value: float, name: str = "sparsity") -> float:
 
 
 def global_prune_mask(
-    scores: Mapping[str, Tensor], sparsity: float, current_mask: PruningMask | None = None
+    scores: Mapping[str, Tensor],
+    sparsity: float,
+    current_mask: PruningMask | None = None,
+    tie_seed: int = DEFAULT_TIE_SEED,
 ) -> PruningMask:
     """Prunes the lowest-scoring weights under one threshold shared by all parameters.
 
@@ -60,23 +85,26 @@ def global_prune_mask(
     Exactly ``round(sparsity * total)`` weights end up pruned, where ``total`` counts every
     weight in ``scores``. Weights already pruned in ``current_mask`` stay pruned and count
     towards that number; when they already reach it, ``current_mask``'s pattern is returned
-    unchanged (nothing is revived).
+    unchanged (nothing is revived). Ties at the cut are broken by the :data:`TIE_RULE` (see
+    the module docstring), so the mask does not depend on the order of ``scores``.
 
     Args:
         scores: Parameter name to importance scores (higher = keep), e.g. from
             :func:`~lit_prune.pruning.scores.magnitude_scores`.
         sparsity: Target fraction of pruned weights over all of ``scores``, in ``[0, 1)``.
         current_mask: The mask so far; parameters it does not name are fully kept.
+        tie_seed: Seed of the tie-breaking keys.
 
     Returns:
         A mask over exactly the names of ``scores``, each on its score's device.
 
     Raises:
-        TypeError: If ``scores`` or ``sparsity`` has the wrong type.
+        TypeError: If ``scores``, ``sparsity`` or ``tie_seed`` has the wrong type.
         ValueError: If ``sparsity`` is outside ``[0, 1)``, ``scores`` is empty or holds NaN,
             or ``current_mask`` names other parameters or shapes.
     """
     sparsity = validate_sparsity(sparsity)
+    tie_seed = _check_tie_seed(tie_seed)
     kept = _current_keep(scores, current_mask)
     names = list(scores)
     device = scores[names[0]].device
@@ -84,7 +112,7 @@ def global_prune_mask(
     flat_scores = torch.cat([scores[n].detach().reshape(-1).to(device=device, dtype=dtype) for n in names])
     flat_kept = torch.cat([kept[n].reshape(-1).to(device) for n in names])
     target = round(sparsity * flat_scores.numel())
-    flat_kept = _prune_lowest(flat_scores, flat_kept, target)
+    flat_kept = _prune_lowest(flat_scores, flat_kept, target, _TieKeys(scores, tie_seed))
     pieces = torch.split(flat_kept, [scores[n].numel() for n in names])
     return PruningMask(
         {n: piece.reshape(scores[n].shape).to(scores[n].device) for n, piece in zip(names, pieces)}
@@ -95,6 +123,7 @@ def layerwise_prune_mask(
     scores: Mapping[str, Tensor],
     sparsity: float | Mapping[str, float],
     current_mask: PruningMask | None = None,
+    tie_seed: int = DEFAULT_TIE_SEED,
 ) -> PruningMask:
     """Prunes a given fraction of each parameter's lowest-scoring weights.
 
@@ -102,7 +131,8 @@ def layerwise_prune_mask(
     and Connections for Efficient Neural Networks" (NeurIPS), where per-layer rates come from
     a sensitivity analysis. Each targeted parameter ends with exactly ``round(s * numel)``
     pruned weights, already-pruned ones included; a parameter already at or above its target
-    keeps its current pattern (nothing is revived).
+    keeps its current pattern (nothing is revived). Ties at a parameter's cut are broken by
+    the :data:`TIE_RULE`, with the same keys :func:`global_prune_mask` uses.
 
     Args:
         scores: Parameter name to importance scores (higher = keep).
@@ -111,15 +141,17 @@ def layerwise_prune_mask(
             (in mapping order) that matches it, and a parameter no pattern matches keeps its
             current mask.
         current_mask: The mask so far; parameters it does not name are fully kept.
+        tie_seed: Seed of the tie-breaking keys.
 
     Returns:
         A mask over exactly the names of ``scores``, each on its score's device.
 
     Raises:
-        TypeError: If ``scores`` or ``sparsity`` has the wrong type.
+        TypeError: If ``scores``, ``sparsity`` or ``tie_seed`` has the wrong type.
         ValueError: If a fraction is outside ``[0, 1)``, a pattern matches no parameter,
             ``scores`` is empty or holds NaN, or ``current_mask`` names other parameters or shapes.
     """
+    tie_seed = _check_tie_seed(tie_seed)
     kept = _current_keep(scores, current_mask)
     targets = _layer_targets(list(scores), sparsity)
     result: dict[str, Tensor] = {}
@@ -128,7 +160,8 @@ def layerwise_prune_mask(
         if name in targets:
             flat = score.detach().reshape(-1).to(torch.promote_types(score.dtype, torch.float32))
             target = round(targets[name] * score.numel())
-            keep = _prune_lowest(flat, keep.reshape(-1), target).reshape(score.shape)
+            ties = _TieKeys({name: score}, tie_seed)
+            keep = _prune_lowest(flat, keep.reshape(-1), target, ties).reshape(score.shape)
         result[name] = keep
     return PruningMask(result)
 
@@ -155,8 +188,46 @@ def sparsity_after_step(current_sparsity: float, fraction_of_remaining: float) -
     return 1.0 - (1.0 - current_sparsity) * (1.0 - fraction_of_remaining)
 
 
-def _prune_lowest(flat_scores: Tensor, flat_kept: Tensor, target: int) -> Tensor:
-    """Returns ``flat_kept`` with its lowest-scoring kept entries pruned until ``target`` are pruned."""
+class _TieKeys:
+    """The tie-breaking order of flat positions in the concatenation of ``scores`` (in its order).
+
+    Each parameter's keys come from a generator seeded with ``tie_seed`` and its name, so a
+    weight's key does not depend on where its parameter sits among the others.
+    """
+
+    def __init__(self, scores: Mapping[str, Tensor], tie_seed: int) -> None:
+        self._names = list(scores)
+        self._sizes = [scores[name].numel() for name in self._names]
+        self._offsets = torch.tensor([0, *self._sizes]).cumsum(0)
+        self._name_rank = {name: rank for rank, name in enumerate(sorted(self._names))}
+        self._seed = tie_seed
+
+    def order(self, flat_positions: Tensor) -> Tensor:
+        """Permutation of ``flat_positions`` (1-D, CPU) putting them in tie-breaking order."""
+        owner = torch.searchsorted(self._offsets, flat_positions, right=True) - 1
+        local = flat_positions - self._offsets[owner]
+        keys = torch.empty_like(flat_positions)
+        ranks = torch.empty_like(flat_positions)
+        for position in owner.unique().tolist():
+            name = self._names[position]
+            here = owner == position
+            keys[here] = self._keys(name, self._sizes[position])[local[here]]
+            ranks[here] = self._name_rank[name]
+        order = torch.argsort(local, stable=True)
+        order = order[torch.argsort(ranks[order], stable=True)]
+        return order[torch.argsort(keys[order], stable=True)]
+
+    def _keys(self, name: str, size: int) -> Tensor:
+        digest = hashlib.sha256(f"{self._seed}/{name}".encode()).digest()
+        generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") % (2**63))
+        return torch.randint(0, _KEY_BOUND, (size,), generator=generator)
+
+
+def _prune_lowest(flat_scores: Tensor, flat_kept: Tensor, target: int, tie_keys: _TieKeys) -> Tensor:
+    """Returns ``flat_kept`` with its lowest-scoring kept entries pruned until ``target`` are pruned.
+
+    Of the entries tied at the threshold, those first in ``tie_keys`` order go.
+    """
     to_prune = target - (flat_kept.numel() - int(flat_kept.count_nonzero()))
     if to_prune <= 0:
         return flat_kept.clone()
@@ -165,11 +236,19 @@ def _prune_lowest(flat_scores: Tensor, flat_kept: Tensor, target: int) -> Tensor
     threshold = torch.kthvalue(candidates, to_prune).values
     chosen = candidates < threshold
     missing = to_prune - int(chosen.count_nonzero())
-    ties = (candidates == threshold).nonzero().squeeze(1)[:missing]
-    chosen[ties] = True
+    tied = (candidates == threshold).nonzero().squeeze(1)
+    if missing < tied.numel():
+        tied = tied[tie_keys.order(kept_index[tied].cpu()).to(tied.device)]
+    chosen[tied[:missing]] = True
     result = flat_kept.clone()
     result[kept_index[chosen]] = False
     return result
+
+
+def _check_tie_seed(tie_seed: int) -> int:
+    if isinstance(tie_seed, bool) or not isinstance(tie_seed, int):
+        raise TypeError(f"tie_seed must be an int, got {tie_seed!r}")
+    return tie_seed
 
 
 def _current_keep(scores: Mapping[str, Tensor], current_mask: PruningMask | None) -> dict[str, Tensor]:
