@@ -15,6 +15,7 @@ from torch import Tensor
 
 from callbacks.evaluation import evaluate_on_validation
 from callbacks.mask_pruning import MaskPruningCallback
+from lit_prune.errors import UserError
 from lit_prune.module import ImageClassifier
 from lit_prune.pruning import (
     PruningMask,
@@ -28,6 +29,8 @@ from lit_prune.pruning.saliency import (
     snip_scores,
     synflow_prune_mask,
 )
+from lit_prune.pruning.scoring_mode import check_bn_mode
+from lit_prune.pruning.selection import DEFAULT_TIE_SEED, TIE_RULE
 from lit_prune.pruning.unstructured import restrict_mask
 
 __all__ = ["METHODS", "TRIGGERS", "SaliencyPruning", "Stage", "parse_stages"]
@@ -40,6 +43,10 @@ TRIGGERS = ("init", "epoch", "val_top1")
 
 _DATA_METHODS = ("snip", "grasp")
 _DEFAULT_SAMPLES_PER_CLASS = 10
+_DEFAULT_BN_MODES = {"snip": "eval", "grasp": "train"}
+"""What the authors' code does: snip-public scores in eval mode, alecwangcq/GraSP in training mode."""
+_CALIBRATION_SPLITS = {"snip": 1, "grasp": 2}
+"""SNIP scores one batch; GraSP's reference scores two class-grouped halves."""
 _STAGE_KEYS = ("trigger", "value", "fraction", "latest_epoch")
 _METRIC_KEY = "val/top1"
 _METHOD_NAMES = {"snip": "SNIP", "grasp": "GraSP", "synflow": "SynFlow", "magnitude": "magnitude"}
@@ -110,13 +117,25 @@ class SaliencyPruning(MaskPruningCallback):
     sampler set to the current epoch, so each stage draws afresh, identically on every rank),
     moved to the module's device and passed through ``transform_batch(train=False)``: the
     scores see the normalised images without random crops or flips, so they do not depend on
-    augmentation draws. By default 10 samples of every class are drawn (class-balanced, as in
-    GraSP's reference code); ``calibration_batches`` takes plain loader batches instead. Every
-    rank computes the scores on the same data (a forward pass in training mode may need all
-    ranks, e.g. with synchronised batch norm) and rank 0's mask is broadcast and installed.
+    augmentation draws (GraSP's reference draws augmented images). By default 10 samples of
+    every class are drawn and grouped by class (``class_balanced_batches``, as GraSP's
+    reference code draws them): GraSP scores them as two halves, in the reference's order
+    (``g`` over both halves, then ``Hg`` over both), SNIP as one batch (snip-public scores one
+    random training batch of 100, the size of the default sample on CIFAR-10; drawing it
+    class-balanced is lit-prune's choice, shared with GraSP); ``calibration_batches`` takes
+    plain loader batches instead. Every rank computes the scores on the same data (a
+    forward pass with batch norm in training mode may need all ranks, e.g. with synchronised
+    batch norm) and rank 0's mask is broadcast and installed.
+
+    Scores are deterministic: dropout and drop-path are off while scoring, and batch norm uses
+    running or batch statistics as ``bn_mode`` says; by default what the authors' code does,
+    ``eval`` for SNIP (namhoonlee/snip-public) and ``train`` for GraSP (alecwangcq/GraSP).
+    Exactly ``round(s·N)`` weights are pruned, ties at the cut broken by a seeded random key
+    that does not depend on layer order (``lit_prune.pruning.selection``).
 
     Each stage records ``stage<k>/pruned`` (epoch, trigger, validation top-1 at the trigger,
-    target and achieved sparsity, validation accuracy after pruning); the end of training
+    target and achieved sparsity, validation accuracy after pruning, and ``scoring``: the
+    settings the mask was made with, see :meth:`scoring_settings`); the end of training
     records ``fine_tuned``. The number of stages done is saved in this callback's state.
 
     Args:
@@ -130,8 +149,9 @@ class SaliencyPruning(MaskPruningCallback):
         calibration_batches: Use this many training batches as calibration data instead.
         temperature: GraSP's logit temperature (200 in the paper's code).
         synflow_iterations: SynFlow's score-and-prune rounds per stage (100 in the paper).
-        score_in_train_mode: Score in training mode (batch norm on batch statistics, as
-            GraSP's reference code does) rather than eval mode.
+        bn_mode: SNIP, GraSP: ``"eval"`` (batch norm on its running statistics) or ``"train"``
+            (on the statistics of each calibration batch); dropout is off in both. ``None``
+            takes the method's reference setting: ``eval`` for SNIP, ``train`` for GraSP.
         include: Name patterns of parameters to prune (conv and linear weights when None).
         exclude: Name patterns of parameters to keep dense.
         include_bias: Also prune biases.
@@ -142,6 +162,7 @@ class SaliencyPruning(MaskPruningCallback):
     Raises:
         ValueError: If an option is out of range, a stage is malformed, or the stages are not
             in increasing order.
+        UserError: If ``bn_mode`` is not ``eval``/``train`` or is given for a method without data.
     """
 
     def __init__(
@@ -153,7 +174,7 @@ class SaliencyPruning(MaskPruningCallback):
         calibration_batches: int | None = None,
         temperature: float = 200.0,
         synflow_iterations: int = 100,
-        score_in_train_mode: bool = True,
+        bn_mode: str | None = None,
         include: Sequence[str] | None = None,
         exclude: Sequence[str] | None = None,
         include_bias: bool = False,
@@ -187,9 +208,7 @@ class SaliencyPruning(MaskPruningCallback):
             raise ValueError(f"temperature must be a positive number (200 in GraSP's code), got {temperature!r}")
         self.temperature = float(temperature)
         self.synflow_iterations = _positive_int(synflow_iterations, "synflow_iterations")
-        if not isinstance(score_in_train_mode, bool):
-            raise TypeError(f"score_in_train_mode must be true or false, got {score_in_train_mode!r}")
-        self.score_in_train_mode = score_in_train_mode
+        self.bn_mode = _bn_mode_option(method, bn_mode)
         self.stages_done = 0
         self._state_key = self._generate_state_key(
             method=method,
@@ -209,6 +228,38 @@ class SaliencyPruning(MaskPruningCallback):
             return f"{name} {self.target_sparsity:.0%} {when}"
         triggers = ", ".join(f"{s.describe()} -> {s.fraction * self.target_sparsity:.0%}" for s in self.stages)
         return f"{name} {self.target_sparsity:.0%} in {len(self.stages)} stages ({triggers})"
+
+    def scoring_settings(self) -> dict[str, Any]:
+        """How this callback's masks are made, as recorded in each stage's ``scoring`` entry.
+
+        Returns:
+            ``score`` and the tie rule (``tie_rule``, ``tie_seed``); for SNIP and GraSP also
+            ``bn_mode``, ``dropout`` (always ``"off"``), ``calibration`` (``class_balanced``
+            or ``loader_batches``), ``samples_per_class`` or ``calibration_batches``, and
+            ``batches`` (how many batches the scores are accumulated over); GraSP adds
+            ``temperature``; SynFlow ``bn_mode`` (``eval``), ``iterations`` and ``dtype``.
+        """
+        settings: dict[str, Any] = {"score": self.method}
+        if self.method in _DATA_METHODS:
+            settings.update(bn_mode=self.bn_mode, dropout="off")
+            if self.calibration_batches is None:
+                settings.update(
+                    calibration="class_balanced",
+                    samples_per_class=self.samples_per_class,
+                    batches=_CALIBRATION_SPLITS[self.method],
+                )
+            else:
+                settings.update(
+                    calibration="loader_batches",
+                    calibration_batches=self.calibration_batches,
+                    batches=self.calibration_batches,
+                )
+            if self.method == "grasp":
+                settings["temperature"] = self.temperature
+        elif self.method == "synflow":
+            settings.update(bn_mode="eval", iterations=self.synflow_iterations, dtype="float64")
+        settings.update(tie_rule=TIE_RULE, tie_seed=DEFAULT_TIE_SEED)
+        return settings
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -318,6 +369,7 @@ class SaliencyPruning(MaskPruningCallback):
             val_top1_at_trigger=accuracy,
             target_sparsity=sparsity,
             selected_sparsity=self._sparsity(pl_module),
+            scoring=self.scoring_settings(),
         )
 
     def compute_mask(self, trainer: Trainer, pl_module: ImageClassifier, sparsity: float) -> PruningMask:
@@ -343,7 +395,7 @@ class SaliencyPruning(MaskPruningCallback):
             )
         batches = self._calibration_data(trainer, pl_module)
         if self.method == "snip":
-            scores = snip_scores(network, params, batches, current_mask=current, train_mode=self.score_in_train_mode)
+            scores = snip_scores(network, params, batches, current_mask=current, bn_mode=self.bn_mode)
         else:
             scores = grasp_scores(
                 network,
@@ -351,7 +403,7 @@ class SaliencyPruning(MaskPruningCallback):
                 batches,
                 temperature=self.temperature,
                 current_mask=current,
-                train_mode=self.score_in_train_mode,
+                bn_mode=self.bn_mode,
             )
         return global_prune_mask(scores, sparsity, current)
 
@@ -365,8 +417,9 @@ class SaliencyPruning(MaskPruningCallback):
                     f"{len(batches)} batches"
                 )
             return batches
-        batch_size = getattr(trainer.datamodule, "batch_size", None)
-        return class_balanced_batches(stream, pl_module.num_classes, self.samples_per_class, batch_size)
+        return class_balanced_batches(
+            stream, pl_module.num_classes, self.samples_per_class, _CALIBRATION_SPLITS[self.method]
+        )
 
 
 def parse_stages(stages: Sequence[Mapping[str, Any]] | None) -> list[Stage]:
@@ -458,6 +511,19 @@ def _calibration_options(
     if samples_per_class is None:
         return _DEFAULT_SAMPLES_PER_CLASS, None
     return _positive_int(samples_per_class, "samples_per_class"), None
+
+
+def _bn_mode_option(method: str, bn_mode: str | None) -> str | None:
+    if method not in _DATA_METHODS:
+        if bn_mode is not None:
+            raise UserError(
+                f"bn_mode applies to the methods that score calibration data, {list(_DATA_METHODS)}; "
+                f"method {method!r} takes none (SynFlow always scores in eval mode)"
+            )
+        return None
+    if bn_mode is None:
+        return _DEFAULT_BN_MODES[method]
+    return check_bn_mode(bn_mode)
 
 
 def _positive_int(value: object, name: str) -> int:

@@ -11,7 +11,9 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+import callbacks.saliency_pruning as saliency_pruning
 from callbacks.saliency_pruning import SaliencyPruning, parse_stages
+from lit_prune.errors import UserError
 from lit_prune.module import ImageClassifier
 from lit_prune.pruning import prunable_parameters
 from tests.pruning_helpers import digits, make_module, make_trainer
@@ -110,6 +112,46 @@ def test_grasp_at_init_prunes_before_the_first_step_with_exact_sparsity() -> Non
     assert _pruned_weights_are_zero(module), "a pruned weight moved during training"
     assert [s["name"] for s in module.pruning_stages] == ["stage1/pruned", "fine_tuned"]
     assert callback.describe_method() == "GraSP 90% at init"
+    assert first["scoring"] == {
+        "score": "grasp",
+        "bn_mode": "train",
+        "dropout": "off",
+        "calibration": "class_balanced",
+        "samples_per_class": 2,
+        "batches": 2,
+        "temperature": 200.0,
+        "tie_rule": "seeded_random",
+        "tie_seed": 0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("method", "bn_mode", "halves"),
+    [("grasp", "train", [[0, 0, 1, 1, 2, 2, 3, 3, 4, 4], [5, 5, 6, 6, 7, 7, 8, 8, 9, 9]]), ("snip", "eval", None)],
+)
+def test_scores_get_the_reference_calibration_batches_and_batch_norm_mode(
+    method: str, bn_mode: str, halves: list[list[int]] | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[dict[str, Any]] = []
+    score_fn = getattr(saliency_pruning, f"{method}_scores")
+
+    def spy(network: Any, params: Any, batches: Any, **kwargs: Any) -> Any:
+        seen.append({"targets": [t.tolist() for _, t in batches], "bn_mode": kwargs["bn_mode"]})
+        return score_fn(network, params, batches, **kwargs)
+
+    monkeypatch.setattr(saliency_pruning, f"{method}_scores", spy)
+    data = digits()
+    data.setup("fit")
+    module = make_module()
+    callback = SaliencyPruning(method=method, target_sparsity=0.5, samples_per_class=2)
+    mask = callback.compute_mask(_FakeTrainer(data), module, 0.5)
+    assert mask.num_pruned() == round(0.5 * _total(module))
+    (call,) = seen
+    assert call["bn_mode"] == bn_mode == callback.scoring_settings()["bn_mode"]
+    if halves is None:
+        assert call["targets"] == [sorted(call["targets"][0])] and len(call["targets"][0]) == 20, "one batch"
+    else:
+        assert call["targets"] == halves, "two class-grouped halves in GraSP's reference order"
 
 
 def test_snip_stages_in_a_real_run_prune_among_survivors_only() -> None:
@@ -132,6 +174,16 @@ def test_snip_stages_in_a_real_run_prune_among_survivors_only() -> None:
     assert [(s["epoch"], s["fired_by"]) for s in pruned] == [(0, "val_top1"), (2, "epoch")]
     assert [s["global_step"] for s in pruned] == [3, 6]
     assert [round(s["selected_sparsity"], 4) for s in pruned] == [0.4, 0.8]
+    assert pruned[0]["scoring"] == {
+        "score": "snip",
+        "bn_mode": "eval",
+        "dropout": "off",
+        "calibration": "loader_batches",
+        "calibration_batches": 1,
+        "batches": 1,
+        "tie_rule": "seeded_random",
+        "tie_seed": 0,
+    }
     for name, keep in masks[0].items():
         assert torch.equal(masks[1][name], keep), f"{name}: the mask moved between stages"
         assert not (masks[2][name] & ~keep).any(), f"{name}: stage 2 revived a weight pruned by stage 1"
@@ -258,6 +310,8 @@ def test_parse_stages_defaults_to_one_stage_at_init() -> None:
         ({"samples_per_class": 0}, ValueError, ">= 1"),
         ({"method": "synflow", "samples_per_class": 10}, ValueError, "no calibration data"),
         ({"temperature": 0}, ValueError, "positive"),
+        ({"bn_mode": "batch"}, UserError, r"bn_mode must be one of \['eval', 'train'\]"),
+        ({"method": "synflow", "bn_mode": "eval"}, UserError, "bn_mode applies to the methods that score"),
         ({"synflow_iterations": 0}, ValueError, ">= 1"),
     ],
 )
