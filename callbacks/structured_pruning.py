@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor, nn
 
@@ -19,6 +17,7 @@ from lit_prune.pruning.structured_importance import (
     SELECTION_SCOPES,
     select_channels_for_param_fraction,
     structured_importance,
+    taylor_importance,
 )
 
 __all__ = ["ParameterFractionPruning", "StructuredPruningCallback", "parameter_count"]
@@ -140,7 +139,8 @@ class ParameterFractionPruning(StructuredPruningCallback):
     ``taylor``, the first-order Taylor estimate ``|sum(g * w)|`` of Molchanov et al. 2019. For
     ``taylor`` the callback accumulates gradients over ``taylor_batches`` training batches (the
     data module's loader in its fixed first-epoch order, without augmentation) on a copy of the
-    network in evaluation mode, so the model being trained, its ``.grad`` and batch-norm
+    network (``taylor_importance``: dropout and drop-path off, batch norm on batch statistics as
+    in Molchanov et al.'s code), so the model being trained, its ``.grad`` and batch-norm
     statistics are untouched and no DDP hook fires; rank 0's decision is broadcast.
 
     Args:
@@ -299,15 +299,8 @@ class ParameterFractionPruning(StructuredPruningCallback):
     ) -> dict[str, Tensor]:
         if self.criterion != "taylor":
             return structured_importance(pl_module.network, groups, self.criterion)
-        network = copy.deepcopy(pl_module.network).eval()
-        network.zero_grad(set_to_none=True)
-        count = 0
-        for images, labels in _training_batches(trainer, pl_module.device, self.taylor_batches):
-            F.cross_entropy(network(images), labels).backward()
-            count += 1
-        if count == 0:
-            raise RuntimeError("the training data yielded no batch to accumulate the gradients of the taylor criterion")
-        return structured_importance(network, prunable_groups(network, self.include_residual, self.kinds), "taylor")
+        batches = _training_batches(trainer, pl_module.device, self.taylor_batches)
+        return taylor_importance(pl_module.network, groups, batches)
 
     def select(
         self,

@@ -16,6 +16,8 @@ entries, ``qkv``/``gate`` rows of a head, ``fc1`` rows of an MLP unit), and for 
   shift) from the gradients accumulated in ``.grad``, summed over the layers of the group
   (Molchanov et al., 2019, "Importance Estimation for Neural Network Pruning", CVPR, which
   squares the sum; the absolute value orders a single layer's units the same way).
+  :func:`taylor_importance` accumulates those gradients over calibration batches
+  deterministically: dropout and drop-path off, batch norm on batch statistics by default.
 
 Selection removes the lowest-scoring units. ``scope="global"`` ranks all units of all groups
 together (``normalize=True`` first divides each group's scores by their mean, so groups of
@@ -29,13 +31,17 @@ Ties are broken by position (earlier group, then lower index, goes first).
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lit_prune.errors import UserError
 from lit_prune.pruning.channel_groups import StructuredGroup, TensorSlice
+from lit_prune.pruning.scoring_mode import check_bn_mode, scoring_mode
 
 __all__ = [
     "IMPORTANCE_CRITERIA",
@@ -44,6 +50,7 @@ __all__ = [
     "select_channels",
     "select_channels_for_param_fraction",
     "structured_importance",
+    "taylor_importance",
 ]
 
 IMPORTANCE_CRITERIA: tuple[str, ...] = ("l1", "l2", "bn_scale", "taylor")
@@ -78,6 +85,57 @@ def structured_importance(
         raise ValueError(f"unknown importance criterion {criterion!r}; allowed: {list(IMPORTANCE_CRITERIA)}")
     _check_groups(groups)
     return {name: _group_importance(model, group, criterion) for name, group in groups.items()}
+
+
+def taylor_importance(
+    model: nn.Module,
+    groups: Mapping[str, StructuredGroup],
+    batches: Iterable[tuple[Tensor, Tensor]],
+    loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+    bn_mode: str = "train",
+) -> dict[str, Tensor]:
+    """Scores every unit of ``groups`` by the first-order Taylor criterion on calibration batches.
+
+    Molchanov, Mallya, Tyree, Frosio & Kautz, 2019, "Importance Estimation for Neural Network
+    Pruning" (CVPR). The gradients of ``loss_fn`` summed over ``batches`` are accumulated on a
+    copy of ``model`` (so the model's ``.grad``, batch-norm statistics and modes are untouched)
+    and scored as ``structured_importance(copy, groups, "taylor")``. The copy runs under
+    :func:`~lit_prune.pruning.scoring_mode.scoring_mode`: dropout and drop-path are off, so the
+    scores depend only on the network and the batches, never on the random state. Batch norm
+    uses the statistics of each batch by default, as in the authors' code (NVlabs/Taylor_pruning
+    accumulates the criterion over training iterations, ``model.train()``); ``bn_mode="eval"``
+    uses the running statistics instead.
+
+    Args:
+        model: The network the groups were built from, at its current widths.
+        groups: Group name to group, e.g. from
+            :func:`~lit_prune.pruning.channel_groups.prunable_groups`.
+        batches: Calibration batches ``(inputs, targets)`` on the model's device.
+        loss_fn: ``loss_fn(logits, targets)`` returning the batch-mean loss.
+        bn_mode: ``"train"`` (default) or ``"eval"``, see above.
+
+    Returns:
+        As :func:`structured_importance`: group name to a 1-D float32 tensor of unit scores.
+
+    Raises:
+        UserError: If ``bn_mode`` is not ``"eval"`` or ``"train"`` or ``batches`` is empty.
+        TypeError: If ``groups`` is not a mapping of groups.
+        ValueError: If a group no longer matches the model's widths.
+    """
+    bn_mode = check_bn_mode(bn_mode)
+    _check_groups(groups)
+    network = copy.deepcopy(model)
+    network.zero_grad(set_to_none=True)
+    count = 0
+    with scoring_mode(network, bn_mode):
+        for inputs, targets in batches:
+            loss_fn(network(inputs), targets).backward()
+            count += 1
+    if count == 0:
+        raise UserError(
+            "batches is empty: the taylor criterion needs at least one calibration batch (inputs, targets)"
+        )
+    return structured_importance(network, groups, "taylor")
 
 
 def select_channels(
