@@ -15,7 +15,14 @@ the ticket found when the newest mask differs little from each of the others.
   its batch-norm entries are below the threshold: it stays as long as any layer still writes
   to it with a large scale (the "any" rule, i.e. the channel's score is its largest ``|gamma|``).
   Such groups therefore lose fewer channels than ``ratio``; pass ``include_residual=False``
-  to prune only block-internal channels.
+  to prune only block-internal channels. Both rules deliberately differ from the reference
+  code (GATECH-EIC/Early-Bird-Tickets, ``main.py`` ``pruning`` and ``resprune.py``): it masks
+  every batch-norm entry on its own, keeping ``|gamma| > y[int(total * percent)]`` of the
+  sorted scales (so one entry more than ``int(total * percent)`` falls, and every entry tied
+  at the threshold), and measures mask distances over those per-entry masks; on its
+  pre-activation ResNets the residual stream is never narrowed (a ``channel_selection`` layer
+  picks what each block reads). Here exactly ``round(ratio * entries)`` entries fall below,
+  and a residual channel written by several batch norms goes only under the "any" rule above.
 - :func:`mask_distance` is the normalised Hamming distance between two masks.
 - :class:`EarlyBirdDetector` keeps the last ``window`` masks (5 in the paper) and fires when
   the largest distance between the newest mask and the others is below ``threshold`` (0.1).

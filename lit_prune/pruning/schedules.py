@@ -79,7 +79,12 @@ def geometric(fraction_per_round: float, rounds: int) -> list[float]:
     """Iterative magnitude pruning (IMP) rounds, each pruning ``p`` of the remaining weights.
 
     Frankle & Carbin, 2019, "The Lottery Ticket Hypothesis: Finding Sparse, Trainable Neural
-    Networks" (ICLR): after round ``r`` the sparsity is ``1 - (1 - p) ** r``.
+    Networks" (ICLR): after round ``r`` the sparsity is ``1 - (1 - p) ** r``, a cumulative
+    target that selection reaches exactly (``round(s·N)`` weights). This deliberately differs
+    from the reference implementation (facebookresearch/open_lth, ``pruning/sparse_global.py``),
+    which prunes relative to the ``R`` weights remaining: it takes the ``ceil(p·R)``-th entry of
+    the sorted magnitudes as threshold and removes every weight ``<=`` it, i.e. ``ceil(p·R) + 1``
+    per round when nothing ties, so its sparsity drifts slightly above ``1 - (1 - p) ** r``.
 
     Args:
         fraction_per_round: ``p``, in ``(0, 1)`` (Frankle & Carbin use 0.2).
