@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -13,8 +12,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from lit_prune.models import create_model, weights_source
 from lit_prune.profiling import evaluate_topk
-from lit_prune.report_compare import load_runs, plot_accuracy_vs_sparsity, plot_training_curves
 from lit_prune.report import (
     ACCURACY_KEYS,
     PROFILE_KEYS,
@@ -24,25 +23,41 @@ from lit_prune.report import (
     measure_profile,
     write_report,
 )
+from lit_prune.report_plots import write_plots
+from lit_prune.report_reduction import reduction_section
+from lit_prune.report_runs import load_runs
 
 __all__ = ["ProfilingCallback"]
 
 _TEST_METRICS = {"top1": "test/top1", "top5": "test/top5"}
+_LOGGED_REDUCTION = (
+    "removed_fraction",
+    "zeroed_fraction",
+    "overall_reduction",
+    "theoretical_speedup",
+    "measured_speedup",
+)
 
 
 class ProfilingCallback(Callback):
     """Profiles the final model after ``fit`` and ``test`` and writes ``report.json``/``report.md``.
 
     After fitting (``on_fit_end``) it evaluates top-1/top-5 of the final model on the test set
-    (and the training set with ``train_accuracy``), drawing batches from the data module's
-    loaders and passing them through its ``transform_batch``. After testing (``on_test_end``) it
-    takes the test accuracy the module logged (``test/top1``, ``test/top5``) instead. Then it
-    measures the profile (``lit_prune.report.measure_profile``: latency, memory, energy, MACs,
-    serialised size, and optionally sparse inference) on one batch of ``batch_size`` test images,
-    logs it as ``profile/*`` to the trainer's loggers, and writes ``report.json`` and
-    ``report.md`` into the run directory (``lightning_logs/<name>/version_<n>/``). The method is
-    the ``describe_method()`` of every pruning callback of the trainer, joined with ``" + "``
-    (``"dense"`` when the model was never pruned).
+    and on the training set (without augmentation; ``train_accuracy: false`` skips it), drawing
+    batches from the data module's loaders and passing them through its ``transform_batch``. After
+    testing (``on_test_end``) it takes the test accuracy the module logged (``test/top1``,
+    ``test/top5``) instead, and still evaluates the training set. Then it measures the profile
+    (``lit_prune.report.measure_profile``: latency, memory, energy, MACs, serialised size, and
+    optionally sparse inference) on one batch of ``batch_size`` test images, and the parameter
+    reduction against the unpruned architecture (``lit_prune.report_reduction``: the network
+    rebuilt at full width from the registry, its parameters, MACs, size and latency on the same
+    batch). It logs the numbers as ``profile/*`` to the trainer's loggers, and writes
+    ``report.json``, ``report.md`` and the run's plots into the run directory
+    (``lightning_logs/<name>/version_<n>/``). The method is the ``describe_method()`` of every
+    pruning callback of the trainer, joined with ``" + "`` (``"dense"`` when the model was never
+    pruned). The report records the start weights (``lit_prune.models.weights_source``: published
+    pretrained weights, a checkpoint, or random initialisation), and with published weights the
+    published accuracy beside the measured one.
 
     Under DDP everything happens on global rank 0 only (evaluation on the whole, unsharded test
     set), with no collective call, and only rank 0 writes files.
@@ -53,7 +68,8 @@ class ProfilingCallback(Callback):
         latency_warmup: Untimed batches before the latency is measured.
         latency_repeats: Timed batches; the reported latency is their median.
         energy_repeats: Batches inside the energy measurement window.
-        train_accuracy: Also evaluate top-1/top-5 on the training set (costs a pass over it).
+        train_accuracy: Evaluate top-1/top-5 on the training set too (a pass over it, or over
+            ``max_eval_batches`` batches of it).
         sparse_inference: Also measure latency, memory and energy of the sparse-weight copy of a
             masked model (``lit_prune.pruning.sparse_export.to_sparse_inference``).
         max_eval_batches: Batches evaluated per split; ``None`` uses the trainer's integer
@@ -73,7 +89,7 @@ class ProfilingCallback(Callback):
         latency_warmup: int = 3,
         latency_repeats: int = 10,
         energy_repeats: int = 10,
-        train_accuracy: bool = False,
+        train_accuracy: bool = True,
         sparse_inference: bool = False,
         max_eval_batches: int | None = None,
         device: str | None = None,
@@ -158,11 +174,15 @@ class ProfilingCallback(Callback):
         train, train_samples, train_note = (None, None, "not measured (set train_accuracy: true to measure it)")
         if self.train_accuracy:
             train, train_samples, train_note = self._evaluate(trainer, network, "train", eval_device, limit)
+            if train is not None:
+                batches = limit or "all"
+                test_source += f"; train: the final model on the training split, not augmented ({batches} batches)"
         accuracy = accuracy_section(test, train, test_note, train_note, samples, train_samples, test_source)
 
         inputs = self._example_inputs(trainer, profile_device)
+        profiled = _on_device(network, profile_device)
         profile = measure_profile(
-            _on_device(network, profile_device),
+            profiled,
             inputs,
             mask,
             warmup=self.latency_warmup,
@@ -172,6 +192,18 @@ class ProfilingCallback(Callback):
         )
         hparams = getattr(pl_module, "hparams", {})
         model_name = hparams.get("network") if isinstance(hparams.get("network"), str) else type(network).__name__
+        surgery = bool(getattr(pl_module, "surgery_history", None))
+        reference, description, note = _unpruned_reference(pl_module, network, surgery, profile_device)
+        reduction = reduction_section(
+            profiled,
+            reference,
+            inputs,
+            profile,
+            reference_description=description,
+            reference_note=note,
+            latency_warmup=self.latency_warmup,
+            latency_repeats=self.latency_repeats,
+        )
         report = build_report(
             model=model_name,
             dataset=dataset_name(datamodule),
@@ -181,6 +213,9 @@ class ProfilingCallback(Callback):
             accuracy=accuracy,
             profile=profile,
             stages=getattr(pl_module, "pruning_stages", []),
+            reduction=reduction,
+            weights=_start_weights(trainer, network, trigger),
+            surgery=surgery,
             extra={
                 "run_dir": run_dir,
                 "trigger": trigger,
@@ -205,7 +240,10 @@ class ProfilingCallback(Callback):
         self, trainer: Trainer, network: nn.Module, split: str, device: torch.device, limit: int | None
     ) -> tuple[dict[str, float | None] | None, int | None, str]:
         """Top-k accuracy on one split, or ``None`` with the reason."""
-        loader = _loader(trainer, split)
+        try:
+            loader = _loader(trainer, split)
+        except (RuntimeError, NotImplementedError) as error:
+            return None, None, f"not measured: the data module has no {split} split to evaluate ({error})"
         if loader is None:
             return None, None, f"not measured: the trainer has no data module with a {split}_dataloader()"
         counter = _SampleCounter(_model_inputs(trainer, loader, device, limit))
@@ -237,6 +275,7 @@ class ProfilingCallback(Callback):
         profile, accuracy = report["profile"], report["accuracy"]
         values = {f"profile/{key}": profile[key] for key in PROFILE_KEYS}
         values.update({f"profile/{key}": accuracy[key] for key in ACCURACY_KEYS})
+        values.update({f"profile/{key}": report["reduction"][key] for key in _LOGGED_REDUCTION})
         values["profile/sparsity"] = report["sparsity"]["global"]
         values["profile/params_total"] = report["params"]["total"]
         values["profile/params_nonzero"] = report["params"]["nonzero"]
@@ -289,21 +328,60 @@ def _model_inputs(
 
 
 def _write_run_plots(trainer: Trainer, run_dir: str) -> None:
-    """Writes this run's accuracy/loss-vs-epoch and accuracy-vs-sparsity plots into its directory."""
+    """Writes this run's accuracy/loss-vs-epoch and accuracy-vs-reduction plots into its directory."""
     for logger in trainer.loggers:
         logger.save()
         flush = getattr(getattr(logger, "experiment", None), "flush", None)
         if callable(flush):
             flush()
-    runs = load_runs([run_dir])
-    written = [
-        plot_training_curves(runs, Path(run_dir) / "accuracy_vs_epoch.png", kind="accuracy"),
-        plot_training_curves(runs, Path(run_dir) / "loss_vs_epoch.png", kind="loss"),
-        plot_accuracy_vs_sparsity(runs, Path(run_dir) / "accuracy_vs_sparsity.png"),
-    ]
-    for path in written:
-        if path is not None:
-            rank_zero_info(f"ProfilingCallback: wrote {path}")
+    for path in write_plots(load_runs([run_dir]), run_dir):
+        rank_zero_info(f"ProfilingCallback: wrote {path}")
+
+
+def _unpruned_reference(
+    pl_module: LightningModule, network: nn.Module, surgery: bool, device: torch.device
+) -> tuple[nn.Module | None, str, str]:
+    """The unpruned architecture of the run's network, its description, and why there is none.
+
+    A registry network is rebuilt at full width from the module's hyperparameters (architecture
+    options only: no download, no checkpoint), under a forked RNG so the run's random state is
+    untouched. A network given as a module has no recipe to rebuild; without surgery its own
+    shapes are the unpruned ones.
+    """
+    hparams = getattr(pl_module, "hparams", {})
+    name = hparams.get("network")
+    if isinstance(name, str):
+        num_classes = hparams.get("num_classes", 10)
+        options = dict(hparams.get("network_kwargs") or {})
+        try:
+            with torch.random.fork_rng(devices=[]):
+                reference = create_model(name, num_classes=num_classes, **options)
+        except Exception as error:  # noqa: BLE001 - the report is still written, with the reason
+            return None, "", f"the unpruned {name} could not be built: {type(error).__name__}: {error}"
+        described = ", ".join(f"{key}={value}" for key, value in options.items())
+        return (
+            reference.to(device),
+            f"{name} with {num_classes} classes{f' ({described})' if described else ''}, built afresh from the "
+            "model registry",
+            "",
+        )
+    if not surgery:
+        return _on_device(network, device), f"the final {type(network).__name__} itself (no surgery ran)", ""
+    return None, "", (
+        f"the {type(network).__name__} was given as a module, not a registry name, and was shrunk by surgery: "
+        "its unpruned architecture cannot be rebuilt"
+    )
+
+
+def _start_weights(trainer: Trainer, network: nn.Module, trigger: str) -> dict[str, Any]:
+    """The weights the report's numbers come from: a tested checkpoint, or what the run started from."""
+    if trigger == "test" and trainer.ckpt_path:
+        return {
+            "kind": "checkpoint",
+            "description": f"checkpoint {trainer.ckpt_path} (tested)",
+            "path": str(trainer.ckpt_path),
+        }
+    return weights_source(network)
 
 
 def _run_dir(trainer: Trainer) -> str:

@@ -1,4 +1,5 @@
-"""The report of one run: ``report.json`` (for tools) and ``report.md`` (for people).
+"""The report of one run: ``report.json`` (for tools) and ``report.md`` (for people, see
+:mod:`lit_prune.report_markdown`).
 
 The report puts a run's accuracy next to what its pruning bought: sparsity, parameters, serialised
 size (dense and sparse), MACs (dense and non-zero), latency, peak and average memory, and energy,
@@ -11,7 +12,12 @@ are the contract in ``DESIGN.md``::
     accuracy: {test_top1, test_top5, train_top1, train_top5},     # fractions in [0, 1]
     profile: {latency_ms, peak_memory_mb, avg_memory_mb, energy_mj, energy_note,
               macs, nonzero_macs, size_mb, sparse_size_mb, device, batch_size},
-    stages: [{name, epoch, sparsity, val_top1, ...}, ...]
+    stages: [{name, epoch, sparsity, overall_reduction, val_top1, ...}, ...]
+
+plus ``params.unpruned``, ``reduction`` (how much was pruned against the unpruned architecture,
+in one vocabulary for every method: :mod:`lit_prune.report_reduction`) and ``weights`` (where
+the start weights came from; published accuracies of pretrained weights are repeated in
+``accuracy.published`` beside the differences).
 
 A value that could not be measured is ``null`` and the section's ``notes`` (``energy_note`` for
 energy) say why; it is never 0. Memory and size are in MiB (2**20 bytes) although the keys say
@@ -43,6 +49,8 @@ from lit_prune.profiling import (
 )
 from lit_prune.pruning.parameters import PRUNABLE_LAYER_TYPES
 from lit_prune.pruning.sparse_export import to_sparse_inference
+from lit_prune.report_markdown import render_markdown
+from lit_prune.report_reduction import REDUCTION_KEYS, masked_entry_count, stage_reduction
 
 __all__ = [
     "ACCURACY_KEYS",
@@ -54,14 +62,9 @@ __all__ = [
     "build_report",
     "check_report",
     "dataset_name",
-    "format_count",
-    "format_macs",
-    "format_number",
-    "format_percent",
     "load_report",
     "measure_profile",
     "parameter_counts",
-    "render_markdown",
     "sparsity_summary",
     "to_jsonable",
     "write_report",
@@ -234,7 +237,7 @@ def measure_profile(
 ) -> dict[str, Any]:
     """Measures the ``profile`` section of a report on the network's own device.
 
-    Latency is the median of ``repeats`` timed batches after ``warmup`` untimed ones; memory is
+    Latency is the median (and the mean) of ``repeats`` timed batches after ``warmup`` untimed ones; memory is
     the peak and time-averaged live memory of one forward pass; energy is read from RAPL/NVML
     counters over ``energy_repeats`` batches (see ``lit_prune.profiling``). MACs are per image;
     sizes are of the serialised state dict. With ``sparse_inference`` and a mask, the same
@@ -274,6 +277,7 @@ def measure_profile(
         notes["energy_mj"] = energy.note
     profile = {
         "latency_ms": None if latency is None else latency.median_ms,
+        "latency_mean_ms": None if latency is None else latency.mean_ms,
         "latency_min_ms": None if latency is None else latency.min_ms,
         "latency_max_ms": None if latency is None else latency.max_ms,
         "latency_repeats": repeats,
@@ -317,6 +321,9 @@ def build_report(
     accuracy: Mapping[str, Any],
     profile: Mapping[str, Any],
     stages: Sequence[Mapping[str, Any]],
+    reduction: Mapping[str, Any] | None = None,
+    weights: Mapping[str, Any] | None = None,
+    surgery: bool = False,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assembles and checks a run report.
@@ -329,7 +336,14 @@ def build_report(
         mask: Its pruning mask, or ``None``.
         accuracy: The section built by :func:`accuracy_section`.
         profile: The section measured by :func:`measure_profile`.
-        stages: The stages recorded by pruning callbacks, in order.
+        stages: The stages recorded by pruning callbacks, in order; each gets its
+            ``overall_reduction`` (:func:`lit_prune.report_reduction.stage_reduction`).
+        reduction: The section of :func:`lit_prune.report_reduction.reduction_section`; its
+            ``params_unpruned`` also becomes ``params.unpruned``.
+        weights: Where the run's start weights came from (``lit_prune.models.weights_source``);
+            published test accuracies in it (``published``) are copied to ``accuracy.published``
+            with the differences to the measured ones.
+        surgery: Whether the run removed channels, heads or units physically.
         extra: Further top-level entries (run directory, trigger, epoch, ...).
 
     Returns:
@@ -340,19 +354,29 @@ def build_report(
         ValueError: If a required entry is missing, has the wrong type, or is ``None`` without
             a note.
     """
+    params: dict[str, Any] = parameter_counts(network)
+    params["unpruned"] = None if reduction is None else reduction.get("params_unpruned")
+    masked = masked_entry_count(mask)
     report: dict[str, Any] = {
         "model": model,
         "dataset": dataset,
         "method": method,
         "sparsity": sparsity_summary(network, mask),
-        "params": parameter_counts(network),
-        "accuracy": dict(accuracy),
+        "params": params,
+        "accuracy": _with_published(accuracy, weights),
         "profile": dict(profile),
-        "stages": [dict(stage) for stage in stages],
+        "stages": [
+            {**stage, "overall_reduction": stage_reduction(stage, params["unpruned"], masked, surgery)}
+            for stage in stages
+        ],
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "lit_prune_version": __version__,
         "torch_version": torch.__version__,
     }
+    if reduction is not None:
+        report["reduction"] = dict(reduction)
+    if weights is not None:
+        report["weights"] = dict(weights)
     report.update(extra or {})
     report = to_jsonable(report)
     check_report(report)
@@ -386,6 +410,7 @@ def check_report(report: Mapping[str, Any], source: str = "report") -> None:
                 report[section]["notes"].get(key) or (key == "energy_mj" and report["profile"]["energy_note"])
             ):
                 raise ValueError(f"{source}: {section}.{key} is null without a note in {section}.notes saying why")
+    _check_reduction(report, source)
     for index, stage in enumerate(report["stages"]):
         if not isinstance(stage, Mapping) or not isinstance(stage.get("name"), str):
             raise ValueError(f"{source}: stages[{index}] must be an object with a string 'name', got {stage!r}")
@@ -485,135 +510,40 @@ def load_report(run_dir: str | Path) -> dict[str, Any]:
     return report
 
 
-def render_markdown(report: Mapping[str, Any]) -> str:
-    """Renders a one-run summary: accuracy, sparsity, profile, stages and notes.
-
-    Args:
-        report: A report that passes :func:`check_report`.
-
-    Returns:
-        Markdown text.
-    """
-    accuracy, profile, sparsity = report["accuracy"], report["profile"], report["sparsity"]
-    sparse = profile.get("sparse_inference")
-    lines = [f"# {report['model']} on {report['dataset']}: {report['method']}", ""]
-    context = [f"lit-prune {report.get('lit_prune_version', '?')}"]
-    if report.get("created_at"):
-        context.insert(0, f"written {report['created_at']}")
-    if report.get("trigger"):
-        context.append(f"after `{report['trigger']}` (epoch {report.get('epoch')}, step {report.get('global_step')})")
-    if report.get("run_dir"):
-        context.append(f"run directory `{report['run_dir']}`")
-    lines += [" · ".join(context), "", "## Accuracy", "", "| split | top-1 | top-5 | images |", "|---|---:|---:|---:|"]
-    for split in ("test", "train"):
-        lines.append(
-            f"| {split} | {format_percent(accuracy[f'{split}_top1'])} | {format_percent(accuracy[f'{split}_top5'])} "
-            f"| {format_count(accuracy.get(f'{split}_samples'))} |"
-        )
-    if accuracy.get("source"):
-        lines += ["", f"Measured by {accuracy['source']}."]
-    lines += [
-        "",
-        "## Sparsity and parameters",
-        "",
-        f"Global sparsity {format_percent(sparsity['global'])} (from {sparsity.get('source', 'mask')}); "
-        f"{format_percent(sparsity.get('zero_weight_fraction'))} of all conv/linear weights are zero. "
-        f"Parameters: {report['params']['total']:,} in total, {report['params']['nonzero']:,} non-zero.",
-        "",
-        "## Profile",
-        "",
-        f"Device `{profile['device']}`, batch of {format_count(profile['batch_size'])} images "
-        f"of shape {tuple(profile.get('input_shape') or ())}.",
-        "",
-        "| measure | dense weights | sparse inference |",
-        "|---|---:|---:|",
-    ]
-    dense_latency = format_number(profile["latency_ms"], 2)
-    if profile.get("latency_min_ms") is not None:
-        fastest, slowest = format_number(profile["latency_min_ms"], 2), format_number(profile["latency_max_ms"], 2)
-        dense_latency += f" ({fastest}–{slowest})"
-    rows = [
-        ("latency per batch, median (min–max), ms", dense_latency, _sparse_cell(sparse, "latency_ms", 2)),
-        ("peak memory, MiB", format_number(profile["peak_memory_mb"], 2), _sparse_cell(sparse, "peak_memory_mb", 2)),
-        ("average memory, MiB", format_number(profile["avg_memory_mb"], 2), _sparse_cell(sparse, "avg_memory_mb", 2)),
-        ("energy per batch, mJ", format_number(profile["energy_mj"], 1), _sparse_cell(sparse, "energy_mj", 1)),
-        ("MACs per image", format_macs(profile["macs"]), "—"),
-        ("non-zero MACs per image", format_macs(profile["nonzero_macs"]), "—"),
-        (
-            "serialised size, MiB",
-            f"{format_number(profile['size_mb'], 3)} (dense)",
-            f"{format_number(profile['sparse_size_mb'], 3)} (sparse)",
-        ),
-    ]
-    lines += [f"| {label} | {dense} | {sparse_cell} |" for label, dense, sparse_cell in rows]
-    lines += [
-        "",
-        f"Energy: {profile['energy_note']}",
-    ]
-    if sparse:
-        lines += [
-            "",
-            f"Sparse inference: {sparse.get('note', '')} Largest logit difference to the dense model: "
-            f"{_scientific(sparse.get('max_abs_logit_difference'))}; latency relative to dense: "
-            f"{format_number(sparse.get('latency_ratio_vs_dense'), 2)}×.",
-        ]
-    lines += ["", "## Stages", ""]
-    if report["stages"]:
-        lines += [
-            "| stage | epoch | step | sparsity | val top-1 | val top-5 | val loss |",
-            "|---|---:|---:|---:|---:|---:|---:|",
-        ]
-        for stage in report["stages"]:
-            stage_sparsity = "no mask" if stage.get("sparsity") is None else format_percent(stage["sparsity"])
-            lines.append(
-                f"| {stage['name']} | {format_count(stage.get('epoch'))} | {format_count(stage.get('global_step'))} "
-                f"| {stage_sparsity} | {format_percent(stage.get('val_top1'))} "
-                f"| {format_percent(stage.get('val_top5'))} | {format_number(stage.get('val_loss'), 4)} |"
-            )
-    else:
-        lines.append("No pruning stages were recorded (no pruning callback ran).")
-    if sparsity["global"]:
-        lines += ["", "## Sparsity per layer", "", "| parameter | sparsity |", "|---|---:|"]
-        lines += [f"| `{name}` | {format_percent(value)} |" for name, value in sparsity["layers"].items()]
-    notes = {f"accuracy.{k}": v for k, v in accuracy["notes"].items()}
-    notes.update({f"profile.{k}": v for k, v in profile["notes"].items()})
-    if notes:
-        lines += ["", "## Notes", ""]
-        lines += [f"- `{key}`: {value}" for key, value in notes.items()]
-    return "\n".join(lines) + "\n"
+def _with_published(accuracy: Mapping[str, Any], weights: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The accuracy section, plus the published figures of the start weights and the differences."""
+    section = dict(accuracy)
+    published = (weights or {}).get("published")
+    if not published:
+        return section
+    entry = dict(published)
+    for key in ("test_top1", "test_top5"):
+        measured, reference = section.get(key), published.get(key)
+        entry[f"difference_{key}"] = None if measured is None or reference is None else measured - reference
+    section["published"] = entry
+    return section
 
 
-def format_percent(value: float | None) -> str:
-    """Formats a fraction as a percentage with two decimals, ``"n/a"`` for ``None``."""
-    return "n/a" if value is None else f"{100.0 * value:.2f} %"
-
-
-def format_number(value: float | None, digits: int) -> str:
-    """Formats a number with ``digits`` decimals, ``"n/a"`` for ``None``."""
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def format_count(value: int | None) -> str:
-    """Formats a count with thousands separators, ``"n/a"`` for ``None``."""
-    return "n/a" if value is None else f"{value:,}"
-
-
-def format_macs(value: int | None) -> str:
-    """Formats a MAC count with a k/M/G suffix, ``"n/a"`` for ``None``."""
-    if value is None:
-        return "n/a"
-    for divisor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if value >= divisor:
-            return f"{value / divisor:.2f} {suffix}"
-    return str(value)
-
-
-def _sparse_cell(sparse: Mapping[str, Any] | None, key: str, digits: int) -> str:
-    return "—" if sparse is None else format_number(sparse.get(key), digits)
-
-
-def _scientific(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2e}"
+def _check_reduction(report: Mapping[str, Any], source: str) -> None:
+    """Checks the ``reduction`` section when there is one (reports before it have none)."""
+    reduction = report.get("reduction")
+    if reduction is None:
+        return
+    if not isinstance(reduction, Mapping) or not isinstance(reduction.get("notes"), Mapping):
+        raise ValueError(f"{source}: reduction must be an object with a 'notes' object")
+    for key in REDUCTION_KEYS:
+        if key not in reduction:
+            raise ValueError(f"{source}: reduction.{key} is missing")
+        value = reduction[key]
+        if value is None:
+            if not reduction["notes"].get(key):
+                raise ValueError(f"{source}: reduction.{key} is null without a note in reduction.notes saying why")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{source}: reduction.{key} must be a number or null, got {type(value).__name__}")
+    for key in ("removed_fraction", "zeroed_fraction", "overall_reduction"):
+        value = reduction[key]
+        if value is not None and not -1e-9 <= value <= 1.0 + 1e-9:
+            raise ValueError(f"{source}: reduction.{key} must be a fraction in [0, 1], got {value}")
 
 
 def _prunable_weights(network: nn.Module) -> dict[str, Tensor]:

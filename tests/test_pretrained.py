@@ -76,7 +76,9 @@ def test_table_is_the_published_one() -> None:
         assert entry.file_name == f"{dataset}_{model}-{entry.hash_prefix}.pt" and len(entry.hash_prefix) == 8
 
 
-@pytest.mark.parametrize(("model", "num_classes", "dataset"), [("resnet20", 10, "cifar10"), ("vgg16_bn", 100, "cifar100")])
+@pytest.mark.parametrize(
+    ("model", "num_classes", "dataset"), [("resnet20", 10, "cifar10"), ("vgg16_bn", 100, "cifar100")]
+)
 def test_planted_checkpoint_loads_strictly_and_is_recorded(
     hub_dir: Path, monkeypatch: pytest.MonkeyPatch, offline: list[str], model: str, num_classes: int, dataset: str
 ) -> None:

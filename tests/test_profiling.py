@@ -49,6 +49,7 @@ def test_latency_fields_are_consistent_and_modes_restored() -> None:
     model = _small_cnn().train()
     result = measure_latency(model, (torch.randn(4, 3, 16, 16), torch.zeros(4)), warmup=1, repeats=5)
     assert 0 < result.min_ms <= result.median_ms <= result.max_ms
+    assert result.min_ms <= result.mean_ms <= result.max_ms
     assert result.repeats == 5
     assert result.batch_size == 4
     assert result.device == "cpu"

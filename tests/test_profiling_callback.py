@@ -87,7 +87,7 @@ def dense_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Trainer, ImageC
     torch.manual_seed(0)
     model = ImageClassifier("resnet20", num_classes=10)
     data = DigitsDataModule(batch_size=DIGITS_BATCH)
-    trainer = _trainer(tmp_path_factory.mktemp("dense"), "dense", [_profiler(train_accuracy=True)])
+    trainer = _trainer(tmp_path_factory.mktemp("dense"), "dense", [_profiler()])
     trainer.fit(model, data)
     return trainer, model, data
 
@@ -207,7 +207,38 @@ def test_after_test_the_report_takes_the_logged_test_metrics(pruned_run: tuple[T
     assert report["trigger"] == "test"
     assert report["accuracy"]["test_top1"] == pytest.approx(float(trainer.callback_metrics["test/top1"]))
     assert report["accuracy"]["test_top5"] == pytest.approx(float(trainer.callback_metrics["test/top5"]))
+    assert 0.0 <= report["accuracy"]["train_top1"] <= 1.0, "the final model's train accuracy is in every report"
+    assert report["accuracy"]["train_samples"] == EVAL_BATCHES * DIGITS_BATCH
+
+
+def test_train_accuracy_can_be_skipped_and_says_so(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = ImageClassifier("resnet20", num_classes=10)
+    trainer = _trainer(tmp_path, "no_train", [_profiler(train_accuracy=False, latency_repeats=1)])
+    trainer.test(model, DigitsDataModule(batch_size=DIGITS_BATCH))
+    report = _read(trainer.log_dir)
     assert report["accuracy"]["train_top1"] is None and "train_accuracy" in report["accuracy"]["notes"]["train_top1"]
+
+
+def test_reduction_is_against_the_unpruned_architecture(
+    dense_run: tuple[Trainer, Any, Any], pruned_run: tuple[Trainer, Any, dict[str, Any]]
+) -> None:
+    dense = _read(dense_run[0].log_dir)
+    reduction = dense["reduction"]
+    assert reduction["reference"] == "resnet20 with 10 classes, built afresh from the model registry"
+    assert reduction["params_unpruned"] == dense["params"]["unpruned"] == 272_474
+    assert reduction["removed_fraction"] == 0.0 and reduction["overall_reduction"] == pytest.approx(0.0, abs=1e-3)
+    assert reduction["macs_unpruned"] == reduction["macs"] == dense["profile"]["macs"]
+    assert reduction["reference_latency_ms"] > 0.0 and reduction["measured_speedup"] > 0.0
+    assert dense["weights"]["kind"] == "random"
+    pruned = pruned_run[2]["reduction"]
+    assert pruned["removed_fraction"] == 0.0
+    assert pruned["zeroed_fraction"] == pytest.approx(0.9 * 270_896 / 272_474, abs=2e-4)
+    assert pruned["overall_reduction"] == pytest.approx(pruned["zeroed_fraction"])
+    assert pruned["theoretical_speedup"] == pytest.approx(pruned["macs_unpruned"] / pruned["nonzero_macs"])
+    assert pruned["theoretical_speedup"] > 3.0 and pruned["dense_kernel_speedup"] == pytest.approx(1.0)
+    scalars = read_scalars(dense_run[0].log_dir)
+    assert scalars["profile/overall_reduction"][-1].value == pytest.approx(reduction["overall_reduction"], abs=1e-6)
 
 
 def test_only_global_rank_zero_profiles_and_writes(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,6 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
-from lit_prune.cli import run_cli
 from lit_prune.models import create_model
 from lit_prune.pruning import global_prune_mask, magnitude_scores, prunable_parameters
 from lit_prune.report import (
@@ -28,16 +29,19 @@ from lit_prune.report import (
     to_jsonable,
     write_report,
 )
-from lit_prune.report_compare import (
+from lit_prune.report_compare import COMPARISON_MD, compare_runs
+from lit_prune.report_compare import main as report_main
+from lit_prune.report_format import format_percent
+from lit_prune.report_plots import (
     ACCURACY_VS_EPOCH,
     ACCURACY_VS_SPARSITY,
-    COMPARISON_MD,
     LOSS_VS_EPOCH,
-    compare_runs,
-    expand_run_dirs,
-    load_runs,
+    reduction_figure,
+    run_colors,
+    training_curves_figure,
 )
-from lit_prune.report_compare import main as report_main
+from lit_prune.report_reduction import REDUCTION_KEYS
+from lit_prune.report_runs import expand_run_dirs, load_runs
 from lit_prune.tensorboard_scalars import epoch_series, read_scalars
 from tests.conftest import CONFIG_DIR
 
@@ -76,6 +80,7 @@ def _report(
     if sparsity:
         mask = global_prune_mask(magnitude_scores(prunable_parameters(net)), sparsity)
         mask.apply_(net)
+    measured = _profile(**profile)
     return build_report(
         model="tiny",
         dataset="digits",
@@ -83,9 +88,36 @@ def _report(
         network=net,
         mask=mask,
         accuracy=accuracy_section({"top1": top1, "top5": 1.0}, None, train_note="not measured"),
-        profile=_profile(**profile),
+        profile=measured,
         stages=stages or [],
+        reduction=_reduction(net, measured),
     )
+
+
+def _reduction(net: nn.Module, profile: dict[str, Any]) -> dict[str, Any]:
+    """A reduction section whose unpruned reference is the dense tiny net: 1M MACs, 1 MiB, 10 ms."""
+    total = sum(p.numel() for p in net.parameters())
+    nonzero = sum(int(p.count_nonzero()) for p in net.parameters())
+    section: dict[str, Any] = {key: None for key in REDUCTION_KEYS}
+    section.update(
+        reference="dense tiny net", params_unpruned=total, params_total=total, params_nonzero=nonzero,
+        removed_fraction=0.0, zeroed_fraction=(total - nonzero) / total, overall_reduction=(total - nonzero) / total,
+        compression_ratio=total / nonzero, macs_unpruned=1_000_000, macs=profile["macs"],
+        nonzero_macs=profile["nonzero_macs"], macs_reduction=1 - profile["nonzero_macs"] / 1_000_000,
+        theoretical_speedup=1_000_000 / profile["nonzero_macs"], dense_kernel_speedup=1_000_000 / profile["macs"],
+        size_unpruned_mb=1.0, size_mb=profile["size_mb"], sparse_size_mb=profile["sparse_size_mb"],
+        reference_latency_ms=10.0, latency_ms=profile["latency_ms"], measured_speedup=10.0 / profile["latency_ms"],
+        notes={},
+    )  # fmt: skip
+    return section
+
+
+def _rows(table: str, heading: str) -> dict[str, list[str]]:
+    """The rows of the table under ``## heading``, by run label, as lists of cells."""
+    section = table.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("| ") and "/version_" in line]
+    rows = [line.strip("| ").split(" | ") for line in lines]
+    return {cells[0]: cells for cells in rows}
 
 
 def _write_run(root: Path, name: str, report: dict[str, Any], curves: dict[str, list[float]]) -> Path:
@@ -94,8 +126,12 @@ def _write_run(root: Path, name: str, report: dict[str, Any], curves: dict[str, 
     step = 0
     for epoch in range(max(len(values) for values in curves.values())):
         step += 5
-        metrics = {tag: values[epoch] for tag, values in curves.items() if epoch < len(values)}
+        metrics = {tag: values[epoch] for tag, values in curves.items() if epoch < len(values) and "/round_" not in tag}
         logger.log_metrics({**metrics, "epoch": epoch}, step=step)
+    for tag, values in curves.items():
+        if "/round_" in tag:  # as LotteryTicket logs them: against the epoch within the round
+            for epoch, value in enumerate(values):
+                logger.log_metrics({tag: value}, step=epoch)
     logger.finalize("success")
     write_report(report, logger.log_dir)
     return Path(logger.log_dir)
@@ -242,7 +278,8 @@ def three_runs(tmp_path: Path) -> Path:
         tmp_path / "logs",
         "magnitude",
         _report(
-            "magnitude one_shot global 90%", 0.9, 0.79, stages, sparse_size_mb=0.25, nonzero_macs=200_000, latency_ms=12.0
+            "magnitude one_shot global 90%", 0.9, 0.79, stages,
+            sparse_size_mb=0.25, nonzero_macs=200_000, latency_ms=12.0,
         ),
         {**curves, "lth/round_1/val_top1": [0.3, 0.6], "lth/round_2/val_top1": [0.4, 0.7]},
     )
@@ -255,29 +292,99 @@ def three_runs(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_compare_writes_table_with_deltas_and_plots(three_runs: Path) -> None:
+def test_compare_writes_tables_with_deltas_against_the_dense_run(three_runs: Path) -> None:
     written = compare_runs([str(three_runs / "logs" / "*" / "version_0")], three_runs / "out")
     assert [p.name for p in written] == [COMPARISON_MD, *PLOTS]
     for name in PLOTS:
         assert (three_runs / "out" / name).stat().st_size > 20_000, name
     table = (three_runs / "out" / COMPARISON_MD).read_text()
-    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if "/version_0 |" in line}
-    assert set(rows) == {"dense/version_0", "magnitude/version_0", "magnitude50/version_0"}
-    dense = rows["dense/version_0"]
-    assert "| dense | 0.00 % |" in dense and dense.endswith("| baseline | baseline | baseline | baseline |")
-    pruned = rows["magnitude/version_0"]
-    assert "| 89.92 % |" in pruned and "| 79.00 % |" in pruned and "| n/a |" in pruned
-    assert pruned.endswith("| -3.00 pp | -75.0 % | -80.0 % | +20.0 % |")
-    assert rows["magnitude50/version_0"].endswith("| n/a ‡ |"), "latency on another device is not comparable"
+    reduction = _rows(table, "Accuracy and parameter reduction")
+    cost = _rows(table, "Measured cost")
+    assert set(reduction) == set(cost) == {"dense/version_0", "magnitude/version_0", "magnitude50/version_0"}
+    dense = reduction["dense/version_0"]
+    assert dense[3] == "dense" and dense[7] == "reference" and dense[-1] == "reference"
+    assert dense[9:12] == ["0.00 %", "0.00 %", "0.00 %"]
+    pruned = reduction["magnitude/version_0"]
+    # tiny net: 216 + 32 prunable weights, 223 of them pruned (90 %), 260 parameters in all
+    assert pruned[5] == "79.00 %" and pruned[7] == "-3.00 pp"
+    assert pruned[8] == "37 / 260 / 260"
+    assert pruned[9:12] == ["0.00 %", "85.77 %", "85.77 %"]
+    assert pruned[12] == "200.00 k / 1.00 M / 1.00 M" and pruned[13] == "5.00×"
+    assert cost["magnitude/version_0"][2:5] == ["-75.0 %", "12.00", "0.83×"]
+    assert cost["magnitude50/version_0"][4] == "n/a‡", "latency on another device is not comparable"
+    assert "- magnitude/version_0: against the dense run dense/version_0" in table
+    assert "‡ latency measured on another device" in table and "†" not in table
     assert "![accuracy vs sparsity](accuracy_vs_sparsity.png)" in table
 
 
-def test_without_a_dense_run_deltas_use_the_runs_own_baseline(three_runs: Path) -> None:
+def test_without_a_dense_run_the_unpruned_architecture_is_the_reference(three_runs: Path) -> None:
     compare_runs([str(three_runs / "logs" / "magnitude")], three_runs / "solo")
     table = (three_runs / "solo" / COMPARISON_MD).read_text()
-    row = next(line for line in table.splitlines() if line.startswith("| magnitude/version_0"))
-    assert row.endswith("| -1.00 pp† | -75.0 %† | -80.0 %† | n/a |")
-    assert "† no dense run" in table
+    row = _rows(table, "Accuracy and parameter reduction")["magnitude/version_0"]
+    assert row[7] == "-1.00 pp†" and row[13] == "5.00×†"
+    assert _rows(table, "Measured cost")["magnitude/version_0"][2:5] == ["-75.0 %†", "12.00", "0.83×†"]
+    assert "no dense run given: against its own unpruned architecture †" in table
+    assert "† no dense run of this model and dataset was given" in table
+
+
+def test_a_report_without_reduction_section_still_compares(three_runs: Path) -> None:
+    old = json.loads((three_runs / "logs" / "magnitude50" / "version_0" / REPORT_JSON).read_text())
+    del old["reduction"], old["params"]["unpruned"]
+    (three_runs / "logs" / "magnitude50" / "version_0" / REPORT_JSON).write_text(json.dumps(old))
+    compare_runs([str(three_runs / "logs" / "*" / "version_0")], three_runs / "old")
+    table = (three_runs / "old" / COMPARISON_MD).read_text()
+    row = _rows(table, "Accuracy and parameter reduction")["magnitude50/version_0"]
+    assert row[9:12] == ["n/a", "n/a", "n/a"] and row[8].endswith("/ n/a§")
+    assert "§ this report has no reduction section" in table
+
+
+def _legend_texts(figure: Any) -> list[str]:
+    (legend,) = figure.legends
+    return [" ".join(text.get_text().split()) for text in legend.get_texts()]
+
+
+def test_figures_keep_one_colour_per_run_and_every_curve_in_the_legend(three_runs: Path) -> None:
+    runs = load_runs([str(three_runs / "logs" / "*" / "version_0")])
+    colors = run_colors(runs)
+    assert len(set(colors.values())) == len(runs)
+    curves = training_curves_figure(runs, "accuracy", colors)
+    figures = [curves, training_curves_figure(runs, "loss", colors), reduction_figure(runs, colors)]
+    for figure in figures:
+        texts = _legend_texts(figure)
+        labelled = [line for axis in figure.axes for line in axis.get_lines() if not line.get_label().startswith("_")]
+        assert {" ".join(line.get_label().split()) for line in labelled} <= set(texts), "a curve is not in the legend"
+        for run in runs:
+            own = [line for line in labelled if line.get_label().startswith(run.label)]
+            assert own and {line.get_color() for line in own} == {colors[run.label]}, run.label
+    assert "magnitude/version_0: magnitude one_shot global 90% (test)" in _legend_texts(figures[2])
+    assert "magnitude50/version_0: magnitude one_shot global 50%" in _legend_texts(curves)
+    global_axes, round_axis = curves.axes[:2], curves.axes[2]
+    assert [axis.get_xlabel() for axis in curves.axes] == ["Epoch", "Epoch", "Epoch within the round"]
+    assert all(axis.get_ylabel() == "Top-1 accuracy (%)" for axis in curves.axes)
+    assert figures[2].axes[0].get_xlabel().startswith("Overall parameter reduction (%")
+    round_lines = [line.get_label() for line in round_axis.get_lines()]
+    assert round_lines == ["magnitude/version_0 · round 1", "magnitude/version_0 · round 2"]
+    assert not any("round" in line.get_label() for axis in global_axes for line in axis.get_lines())
+    assert [line.get_xdata().tolist() for line in round_axis.get_lines()] == [[1.0, 2.0], [1.0, 2.0]]
+
+
+def test_legends_with_many_runs_stay_below_the_axes(tmp_path: Path) -> None:
+    for index in range(12):
+        report = _report(f"magnitude one_shot global {5 * index}% with a long description of its schedule", 0.0, 0.5)
+        curves = {"val/top1": [0.2, 0.4], "train/loss_epoch": [2.0, 1.0]}
+        _write_run(tmp_path / "logs", f"run{index:02d}", report, curves)
+    runs = load_runs([str(tmp_path / "logs")])
+    colors = run_colors(runs)
+    assert len(set(colors.values())) == 12
+    for figure in (training_curves_figure(runs, "accuracy", colors), reduction_figure(runs, colors)):
+        renderer = figure.canvas.get_renderer()
+        figure.canvas.draw()
+        legend = figure.legends[0].get_window_extent(renderer)
+        for axis in figure.axes:
+            box = axis.get_tightbbox(renderer)
+            assert legend.y1 <= box.y0 + 1, "the legend overlaps an axis or its labels"
+        assert legend.x0 >= 0 and legend.x1 <= figure.bbox.x1 and legend.y0 >= 0, "the legend is cut off"
+        assert any("55%" in text for text in _legend_texts(figure)), "percentages stay in the legend"
 
 
 def test_run_dirs_expand_globs_and_parent_directories(three_runs: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -293,39 +400,80 @@ def test_run_dirs_expand_globs_and_parent_directories(three_runs: Path, capsys: 
         load_runs([str(logs / "crashed" / "version_0")])
 
 
-def test_lit_prune_report_on_two_digits_runs(in_tmp_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    profiler = {
-        "class_path": "callbacks.profiling.ProfilingCallback",
-        "init_args": {
-            "batch_size": 16, "latency_warmup": 0, "latency_repeats": 1, "energy_repeats": 1, "max_eval_batches": 1
-        },
-    }
-    pruning = {
-        "class_path": "callbacks.magnitude_pruning.MagnitudePruning",
-        "init_args": {"target_sparsity": 0.9, "schedule": "one_shot", "start_epoch": 1, "eval_batches": 1},
-    }
-    tiny = ["--trainer.limit_train_batches=2", "--trainer.limit_val_batches=2", "--trainer.enable_progress_bar=false"]
-    for name, callbacks, epochs in (("dense", [profiler], 1), ("pruned", [pruning, profiler], 2)):
-        overlay = in_tmp_dir / f"{name}.yaml"
-        overlay.write_text(json.dumps({"trainer": {"callbacks": callbacks, "logger": {
-            "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-            "init_args": {"save_dir": "lightning_logs", "name": name},
-        }}}))
-        run_cli(["fit", "--config", str(CONFIG_DIR / "quickstart.yaml"), "--config", str(overlay),
-                 f"--trainer.max_epochs={epochs}", *tiny])
-    capsys.readouterr()
-    written = report_main(["lightning_logs/*/version_0", "--output", "comparison"])
-    out = capsys.readouterr().out
-    assert [p.name for p in written] == [COMPARISON_MD, *PLOTS]
-    for path in written:
-        assert f"wrote {path}" in out
-        assert path.stat().st_size > (500 if path.suffix == ".md" else 20_000)
-    table = (in_tmp_dir / "comparison" / COMPARISON_MD).read_text()
-    assert "| dense/version_0 | resnet20 | digits | dense | 0.00 % |" in table
-    pruned_row = next(line for line in table.splitlines() if line.startswith("| pruned/version_0"))
-    assert "| 90.00 % |" in pruned_row and "baseline" not in pruned_row
-    pruned = json.loads((in_tmp_dir / "lightning_logs" / "pruned" / "version_0" / REPORT_JSON).read_text())
-    assert [stage["name"] for stage in pruned["stages"]] == ["baseline", "pruned", "fine_tuned"]
-    assert pruned["profile"]["sparse_size_mb"] < pruned["profile"]["size_mb"]
-    assert 0.0 <= pruned["accuracy"]["test_top1"] <= 1.0
+LIT_PRUNE = Path(sys.executable).with_name("lit-prune")
+DIGITS = ["--data", "{class_path: datamodules.DigitsDataModule, init_args: {batch_size: 16}}"]
+TINY = [
+    "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1",
+    "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.enable_progress_bar=false",
+]  # fmt: skip
 
+
+def _lit_prune(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Runs the installed console script as a user does."""
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run(
+        [str(LIT_PRUNE), *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=600, check=False
+    )
+
+
+def test_lit_prune_report_compares_dense_unstructured_and_channel_pruned_runs(tmp_path: Path) -> None:
+    channels = tmp_path / "channels.yaml"
+    channels.write_text(json.dumps({"trainer": {
+        "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                   "init_args": {"save_dir": "lightning_logs", "name": "channels"}},
+        "callbacks": [
+            {"class_path": "callbacks.profiling.ProfilingCallback"},
+            {"class_path": "callbacks.channel_pruning.ChannelPruning",
+             "init_args": {"param_fraction": 0.3, "fine_tune_epochs": 1, "eval_batches": 1}},
+        ],
+    }}))  # fmt: skip
+    runs = {
+        "dense": ["--config", str(CONFIG_DIR / "resnet20_cifar10.yaml"), "--trainer.max_epochs=1"],
+        "unstructured": [
+            "--config", str(CONFIG_DIR / "e1_oneshot_resnet20_cifar10.yaml"), "--trainer.max_epochs=2",
+            "--trainer.callbacks.start_epoch=1", "--trainer.callbacks.eval_batches=1",
+        ],
+        "channels": [
+            "--config", str(CONFIG_DIR / "resnet20_cifar10.yaml"), "--config", str(channels), "--trainer.max_epochs=2",
+        ],
+    }  # fmt: skip
+    for name, args in runs.items():
+        result = _lit_prune(tmp_path, "fit", *args, *DIGITS, *TINY)
+        assert (tmp_path / "lightning_logs").is_dir(), result.stderr[-3000:]
+        assert "report.json" in result.stdout + result.stderr, f"{name}: {result.stderr[-3000:]}"
+        assert result.returncode == 0, f"{name}: exit status {result.returncode}: {result.stderr[-2000:]}"
+    dense_dir = tmp_path / "lightning_logs" / "resnet20_cifar10" / "version_0"
+    dense = json.loads((dense_dir / REPORT_JSON).read_text())
+    assert dense["method"] == "dense" and dense["reduction"]["removed_fraction"] == 0.0
+    assert dense["accuracy"]["train_top1"] is not None, "the baseline report has the final model's train accuracy"
+    result = _lit_prune(
+        tmp_path, "report", str(dense_dir), "lightning_logs/e1_oneshot_resnet20_cifar10/version_0",
+        "lightning_logs/channels/version_0", "--output", "comparison",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in (COMPARISON_MD, *PLOTS):
+        assert f"wrote comparison/{name}" in result.stdout
+    table = (tmp_path / "comparison" / COMPARISON_MD).read_text()
+    reduction = _rows(table, "Accuracy and parameter reduction")
+    cost = _rows(table, "Measured cost")
+    dense_row = reduction["resnet20_cifar10/version_0"]
+    assert dense_row[1:4] == ["resnet20", "digits", "dense"] and dense_row[7] == "reference"
+    assert dense_row[8].endswith("/ 272,474 / 272,474")
+    unstructured = reduction["e1_oneshot_resnet20_cifar10/version_0"]
+    report = json.loads((tmp_path / "lightning_logs/e1_oneshot_resnet20_cifar10/version_0" / REPORT_JSON).read_text())
+    # 50 % of the 270,256 conv weights (fc excluded) are zeroed, none removed
+    assert report["sparsity"]["global"] == pytest.approx(0.5, abs=1e-5)
+    assert unstructured[9] == "0.00 %" and unstructured[10] == unstructured[11] == format_percent(135_128 / 272_474)
+    channel = reduction["channels/version_0"]
+    pruned = json.loads((tmp_path / "lightning_logs/channels/version_0" / REPORT_JSON).read_text())
+    assert pruned["sparsity"]["global"] == 0.0, "mask sparsity alone would say nothing was pruned"
+    removed = pruned["reduction"]["removed_fraction"]
+    assert removed == pytest.approx(1 - pruned["params"]["total"] / 272_474) and 0.25 < removed < 0.35
+    assert channel[9] == format_percent(removed) and channel[11] != "0.00 %"
+    assert channel[8] == f"{pruned['params']['nonzero']:,} / {pruned['params']['total']:,} / 272,474"
+    base_macs, macs = dense["profile"]["macs"], pruned["profile"]["nonzero_macs"]
+    assert channel[13] == f"{base_macs / macs:.2f}×" and base_macs / macs > 1.2
+    assert cost["channels/version_0"][4] == f"{dense['profile']['latency_ms'] / pruned['profile']['latency_ms']:.2f}×"
+    for row in (unstructured, channel):
+        assert row[7].endswith(" pp"), "Δ top-1 against the dense row"
+    assert "against the dense run resnet20_cifar10/version_0" in table and "†" not in table

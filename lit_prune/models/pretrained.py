@@ -100,7 +100,11 @@ class PretrainedCheckpoint:
             "file_name": self.file_name,
             "sha256_prefix": self.hash_prefix,
             "dataset": self.dataset,
-            "published": {"test_top1": self.top1, "test_top5": self.top5, "source": "chenyaofo/pytorch-cifar-models README"},
+            "published": {
+                "test_top1": self.top1,
+                "test_top5": self.top5,
+                "source": "chenyaofo/pytorch-cifar-models README",
+            },
         }
 
 
@@ -193,7 +197,7 @@ def _check_cached_hash(checkpoint: PretrainedCheckpoint, path: Path) -> None:
     actual = digest.hexdigest()
     if not actual.startswith(checkpoint.hash_prefix):
         raise UserError(
-            f"{path} is not the published {checkpoint.file_name}: its SHA-256 starts with {actual[:len(checkpoint.hash_prefix)]}, "
-            f"the file name says {checkpoint.hash_prefix}; delete it (it is downloaded again) or replace it by the file "
-            f"from {checkpoint.url}"
+            f"{path} is not the published {checkpoint.file_name}: its SHA-256 starts with "
+            f"{actual[: len(checkpoint.hash_prefix)]}, the file name says {checkpoint.hash_prefix}; delete it (it is "
+            f"downloaded again) or replace it by the file from {checkpoint.url}"
         )

@@ -22,6 +22,7 @@ class LatencyResult:
 
     Attributes:
         median_ms: Median time per batch in milliseconds (the reported latency).
+        mean_ms: Mean time per batch in milliseconds.
         min_ms: Fastest timed batch in milliseconds.
         max_ms: Slowest timed batch in milliseconds.
         batch_size: Number of samples in the timed batch.
@@ -30,6 +31,7 @@ class LatencyResult:
     """
 
     median_ms: float
+    mean_ms: float
     min_ms: float
     max_ms: float
     batch_size: int
@@ -65,7 +67,7 @@ def measure_latency(
         repeats: Timed passes, at least 1.
 
     Returns:
-        The median, minimum and maximum time per batch in milliseconds.
+        The median, mean, minimum and maximum time per batch in milliseconds.
 
     Raises:
         TypeError: If ``model`` is not a module or the batch holds no input tensor.
@@ -89,6 +91,7 @@ def measure_latency(
             times_ms = [_time_cpu(model, inputs) for _ in range(repeats)]
     return LatencyResult(
         median_ms=statistics.median(times_ms),
+        mean_ms=statistics.fmean(times_ms),
         min_ms=min(times_ms),
         max_ms=max(times_ms),
         batch_size=int(inputs.shape[0]),
