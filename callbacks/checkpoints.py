@@ -54,9 +54,13 @@ class LastCheckpoint(Checkpoint):
     It runs after every other callback of the epoch (Lightning orders checkpoint callbacks
     last), so the file holds the state a resumed run continues from, including a pruning step
     or a stage recorded in that epoch's hooks, and the final stages recorded in ``on_train_end``.
+    Its ``epoch`` entry is always the index of the last completed epoch.
     """
 
     FILE_NAME = "last.ckpt"
+
+    def __init__(self) -> None:
+        self._saving_after_fit = False
 
     @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -64,7 +68,18 @@ class LastCheckpoint(Checkpoint):
 
     @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._save(trainer)
+        self._saving_after_fit = True
+        try:
+            self._save(trainer)
+        finally:
+            self._saving_after_fit = False
+
+    @override
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        if self._saving_after_fit and trainer.current_epoch > 0:
+            # Lightning counts the epoch after the last one once fit has ended; the loop state
+            # that resuming uses is untouched.
+            checkpoint["epoch"] = trainer.current_epoch - 1
 
     def _save(self, trainer: Trainer) -> None:
         if trainer.sanity_checking or trainer.fast_dev_run:
