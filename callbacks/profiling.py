@@ -219,9 +219,9 @@ class ProfilingCallback(Callback):
             extra={
                 "run_dir": run_dir,
                 "trigger": trigger,
-                "epoch": trainer.current_epoch,
-                "global_step": trainer.global_step,
+                **_trained_until(trainer, pl_module),
                 "checkpoint": trainer.ckpt_path,
+                "validated_on_test": bool(getattr(datamodule, "validates_on_test", False)),
             },
         )
         self._log(trainer, report)
@@ -421,3 +421,12 @@ def _describe_method(trainer: Trainer, pl_module: LightningModule) -> str:
     if getattr(pl_module, "pruning_mask", None) is None and not getattr(pl_module, "pruning_stages", None):
         return "dense"
     return "pruned (no pruning callback in this run describes the method)"
+
+
+def _trained_until(trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+    """The epoch and step the profiled weights were trained to: the fit's, or the loaded checkpoint's."""
+    loaded = getattr(pl_module, "loaded_checkpoint", None)
+    if trainer.state.fn != "fit" and loaded:
+        return {"epoch": loaded.get("epoch"), "global_step": loaded.get("global_step")}
+    last_epoch = trainer.current_epoch - 1 if trainer.state.fn == "fit" and trainer.current_epoch else trainer.current_epoch
+    return {"epoch": last_epoch, "global_step": trainer.global_step}

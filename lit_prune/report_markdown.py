@@ -56,6 +56,8 @@ def _context(report: Mapping[str, Any]) -> str:
         context.append(f"after `{report['trigger']}` (epoch {report.get('epoch')}, step {report.get('global_step')})")
     if report.get("run_dir"):
         context.append(f"run directory `{report['run_dir']}`")
+    if report.get("validated_on_test"):
+        context.append("**validated on the test set** (`val_split: 0`, `validate_on_test: true`)")
     return " · ".join(context)
 
 
