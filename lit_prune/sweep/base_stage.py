@@ -18,11 +18,13 @@ the dense network itself.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import Checkpoint
 
 __all__ = ["BaseCheckpoints", "init_checkpoint", "start_checkpoint"]
 
@@ -39,8 +41,12 @@ def start_checkpoint(run_dir: str | Path, epoch: int) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / f"start_epoch_{epoch:03d}.ckpt"
 
 
-class BaseCheckpoints(Callback):
+class BaseCheckpoints(Checkpoint):
     """Keeps the initial weights and the states at the start of the given epochs, then stops.
+
+    A ``Checkpoint`` callback, so Lightning runs its epoch-end hook after the other callbacks',
+    like its own checkpointing; files are written through a temporary name and renamed, so a
+    run killed while saving never leaves a half-written start state behind.
 
     Args:
         epochs: Epochs (>= 1) at whose start branches resume this run.
@@ -66,12 +72,12 @@ class BaseCheckpoints(Callback):
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.current_epoch == 0:
-            trainer.save_checkpoint(init_checkpoint(self._run_dir(trainer)))
+            _save(trainer, init_checkpoint(self._run_dir(trainer)))
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         next_epoch = trainer.current_epoch + 1
         if next_epoch in self.epochs:
-            trainer.save_checkpoint(start_checkpoint(self._run_dir(trainer), next_epoch))
+            _save(trainer, start_checkpoint(self._run_dir(trainer), next_epoch))
         if self.stop and next_epoch >= self.epochs[-1]:
             trainer.should_stop = True
 
@@ -83,3 +89,12 @@ class BaseCheckpoints(Callback):
         logger = trainer.loggers[0] if trainer.loggers else None
         directory = getattr(logger, "log_dir", None)
         return str(directory) if directory is not None else str(trainer.default_root_dir)
+
+
+def _save(trainer: Trainer, path: Path) -> None:
+    """Saves the trainer's checkpoint to ``path`` through a temporary file (renamed on rank 0)."""
+    temporary = path.with_name(f".{path.name}.partial")
+    trainer.save_checkpoint(temporary)
+    if trainer.is_global_zero:
+        os.replace(temporary, path)
+    trainer.strategy.barrier("lit_prune_base_checkpoint")
