@@ -162,10 +162,15 @@ def _message_lines(error: BaseException) -> list[str]:
     text = str(relevant).strip() or type(relevant).__name__
     if isinstance(relevant, ArgumentError) or _UNION_FAILURE in text:
         text = condense_parser_message(text)
-    lines = [wrapped for line in text.splitlines() if line.strip() for wrapped in textwrap.wrap(line.strip(), _WIDTH)]
+    lines = [wrapped for line in text.splitlines() if line.strip() for wrapped in _wrap(line)]
     if len(lines) > _MAX_MESSAGE_LINES:
         lines = [*lines[: _MAX_MESSAGE_LINES - 1], f"... ({len(lines) - _MAX_MESSAGE_LINES + 1} more lines with --debug)"]
     return lines or [type(relevant).__name__]
+
+
+def _wrap(line: str) -> list[str]:
+    """One message line wrapped for the terminal; URLs and paths are never split."""
+    return textwrap.wrap(line.strip(), _WIDTH, break_on_hyphens=False, break_long_words=False)
 
 
 _UNION_FAILURE = "Does not validate against any of the Union subtypes"
