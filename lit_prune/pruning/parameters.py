@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from fnmatch import fnmatchcase
 
+import torch
 from torch import Tensor, nn
 
 from lit_prune.pruning.mask import PruningMask
@@ -21,6 +22,7 @@ __all__ = [
     "PRUNABLE_LAYER_TYPES",
     "check_model_parameters",
     "current_keep_masks",
+    "parameter_count",
     "prunable_parameters",
 ]
 
@@ -42,6 +44,22 @@ NORM_LAYER_TYPES: tuple[type[nn.Module], ...] = (
     nn.RMSNorm,
 )
 """Normalisation layers whose affine parameters become candidates with ``include_norm=True``."""
+
+
+def parameter_count(network: nn.Module, nonzero: bool = False) -> int:
+    """Number of parameters of ``network``, each shared parameter counted once.
+
+    Args:
+        network: The network.
+        nonzero: Count only the entries that are not exactly zero.
+
+    Returns:
+        The count over every parameter (weights, biases, normalisation), pruned or not.
+    """
+    parameters = network.parameters()
+    if nonzero:
+        return sum(int(torch.count_nonzero(parameter.detach())) for parameter in parameters)
+    return sum(parameter.numel() for parameter in parameters)
 
 
 def prunable_parameters(
