@@ -11,6 +11,7 @@ from torch import Tensor
 from callbacks.structured_pruning import StructuredPruningCallback
 from lit_prune.module import ImageClassifier
 from lit_prune.pruning.early_bird import EarlyBirdDetector, bn_scale_channel_mask, keep_indices
+from lit_prune.validation import check_bool, check_fraction, check_int
 
 __all__ = ["EarlyBird"]
 
@@ -77,28 +78,13 @@ class EarlyBird(StructuredPruningCallback):
         eval_batches: int | None = None,
     ) -> None:
         super().__init__(restart_lr_schedule=restart_lr_schedule, eval_batches=eval_batches)
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
-            raise TypeError(f"ratio must be a number in (0, 1), got {ratio!r}")
-        if not 0.0 < ratio < 1.0:
-            raise ValueError(f"ratio must be in (0, 1) (the fraction of channels to prune), got {ratio}")
-        if draw_epoch is not None and (
-            isinstance(draw_epoch, bool) or not isinstance(draw_epoch, int) or draw_epoch < 1
-        ):
-            raise ValueError(
-                f"draw_epoch must be an integer >= 1 (the ticket comes from trained scales) or null to detect it, "
-                f"got {draw_epoch!r}"
-            )
-        if not isinstance(include_residual, bool):
-            raise TypeError(f"include_residual must be true or false, got {include_residual!r}")
-        if isinstance(max_group_fraction, bool) or not isinstance(max_group_fraction, (int, float)):
-            raise TypeError(f"max_group_fraction must be a number in (0, 1], got {max_group_fraction!r}")
-        if not 0.0 < max_group_fraction <= 1.0:
-            raise ValueError(f"max_group_fraction must be in (0, 1], got {max_group_fraction}")
+        self.ratio = check_fraction(ratio, "ratio", zero=False, meaning="the fraction of channels to prune")
+        self.draw_epoch = check_int(
+            draw_epoch, "draw_epoch", 1, optional=True, meaning="the ticket comes from trained scales; null detects it"
+        )
+        self.include_residual = check_bool(include_residual, "include_residual")
+        self.max_group_fraction = check_fraction(max_group_fraction, "max_group_fraction", zero=False, one=True)
         self.detector = EarlyBirdDetector(window=window, threshold=threshold)
-        self.ratio = float(ratio)
-        self.draw_epoch = draw_epoch
-        self.include_residual = include_residual
-        self.max_group_fraction = float(max_group_fraction)
         self.distances: list[list[float]] = []
         self._state_key = self._generate_state_key(ratio=self.ratio, draw_epoch=draw_epoch)
 

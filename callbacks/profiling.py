@@ -26,6 +26,7 @@ from lit_prune.report import (
 from lit_prune.report_plots import write_plots
 from lit_prune.report_reduction import reduction_section
 from lit_prune.report_runs import load_runs
+from lit_prune.validation import check_bool, check_int
 
 __all__ = ["ProfilingCallback"]
 
@@ -94,19 +95,13 @@ class ProfilingCallback(Callback):
         max_eval_batches: int | None = None,
         device: str | None = None,
     ) -> None:
-        if batch_size is not None:
-            _check_count("batch_size", batch_size, 1)
-        for name, value, minimum in (
-            ("latency_warmup", latency_warmup, 0),
-            ("latency_repeats", latency_repeats, 1),
-            ("energy_repeats", energy_repeats, 1),
-        ):
-            _check_count(name, value, minimum)
-        if max_eval_batches is not None:
-            _check_count("max_eval_batches", max_eval_batches, 1)
-        for name, flag in (("train_accuracy", train_accuracy), ("sparse_inference", sparse_inference)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be true or false, got {flag!r}")
+        check_int(batch_size, "batch_size", 1, optional=True)
+        check_int(latency_warmup, "latency_warmup", 0)
+        check_int(latency_repeats, "latency_repeats", 1)
+        check_int(energy_repeats, "energy_repeats", 1)
+        check_int(max_eval_batches, "max_eval_batches", 1, optional=True)
+        check_bool(train_accuracy, "train_accuracy")
+        check_bool(sparse_inference, "sparse_inference")
         if device is not None:
             try:
                 torch.device(device)
@@ -297,11 +292,6 @@ class _SampleCounter:
         for batch in self.batches:
             self.count += int(batch[1].shape[0])
             yield batch
-
-
-def _check_count(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def _loader(trainer: Trainer, split: str) -> Any:

@@ -16,19 +16,25 @@ from callbacks.evaluation import evaluate_on_validation
 from lit_prune.module import ImageClassifier
 from lit_prune.profiling import count_macs, measure_latency, measure_memory
 from lit_prune.pruning import PruningMask, validate_sparsity
+from lit_prune.pruning.parameters import parameter_count
 from lit_prune.pruning.regression_pruning import (
     RegressionPruningResult,
     channel_ratios_from_sensitivity,
     regression_channel_prune_,
     resolve_channel_ratios,
 )
+from lit_prune.pruning.regression_pruning.layers import check_channel_ratio
 from lit_prune.pruning.sensitivity import SensitivityResult
 from lit_prune.pruning.unstructured import UnstructuredPruner, restrict_mask
+from lit_prune.validation import check_bool, check_file, check_int, check_pattern_fractions
 
 __all__ = ["REGRESSION_REPORT_FILE", "ChannelRegressionPruning"]
 
 REGRESSION_REPORT_FILE = "regression_pruning.json"
 """Written into the run directory: ratios, per-layer errors and timings, keep lists."""
+
+_RATIOS_EXAMPLE = "{'features.*': 0.5, 'features.4*': 0.7}"
+_RATIO_MEANING = "the fraction of input channels to remove"
 
 
 class ChannelRegressionPruning(Callback):
@@ -111,31 +117,24 @@ class ChannelRegressionPruning(Callback):
             )
         if (sensitivity_file is None) != (sensitivity_target is None):
             raise ValueError("sensitivity_target goes with sensitivity_file, and sensitivity_file needs it")
-        self.ratios = _check_ratios(ratios) if ratios is not None else None
+        self.ratios: float | dict[str, float] | None = None
+        if isinstance(ratios, Mapping):
+            self.ratios = check_pattern_fractions(ratios, "ratios", _RATIOS_EXAMPLE, meaning=_RATIO_MEANING)
+        elif ratios is not None:
+            self.ratios = check_channel_ratio(ratios, "ratios")
         self.sensitivity = _read_sensitivity(sensitivity_file) if sensitivity_file is not None else None
         self.sensitivity_file = sensitivity_file
         self.sensitivity_target = (
             None if sensitivity_target is None else validate_sparsity(sensitivity_target, "sensitivity_target")
         )
-        for name, value, minimum in (
-            ("calibration_batches", calibration_batches, 1),
-            ("positions_per_image", positions_per_image, 1),
-            ("start_epoch", start_epoch, 0),
-            ("max_lasso_fits", max_lasso_fits, 2),
-        ):
-            _check_int(name, value, minimum)
-        if eval_batches is not None:
-            _check_int("eval_batches", eval_batches, 1)
-        if not isinstance(profile_stages, bool):
-            raise TypeError(f"profile_stages must be true or false, got {profile_stages!r}")
+        self.calibration_batches = check_int(calibration_batches, "calibration_batches", 1)
+        self.positions_per_image = check_int(positions_per_image, "positions_per_image", 1)
+        self.start_epoch = check_int(start_epoch, "start_epoch", 0)
+        self.max_lasso_fits = check_int(max_lasso_fits, "max_lasso_fits", 2)
+        self.eval_batches = check_int(eval_batches, "eval_batches", 1, optional=True)
+        self.profile_stages = check_bool(profile_stages, "profile_stages")
         self.linear_sparsity = None if linear_sparsity is None else validate_sparsity(linear_sparsity, "linear_sparsity")
-        self.calibration_batches = calibration_batches
-        self.positions_per_image = positions_per_image
-        self.start_epoch = start_epoch
-        self.max_lasso_fits = max_lasso_fits
         self.seed = seed
-        self.eval_batches = eval_batches
-        self.profile_stages = profile_stages
         self.done = False
         self.removed_parameter_fraction: float | None = None
         self.layer_ratios: dict[str, float] = {}
@@ -351,7 +350,7 @@ def _payload(working: nn.Module, result: RegressionPruningResult, seconds: float
 
 def _profile(network: nn.Module, batch: Tensor, enabled: bool) -> dict[str, Any]:
     """Parameter count and, when enabled, MACs per image, latency and peak memory of one batch."""
-    values: dict[str, Any] = {"params": sum(parameter.numel() for parameter in network.parameters())}
+    values: dict[str, Any] = {"params": parameter_count(network)}
     if not enabled:
         return values
     macs = count_macs(network, batch)
@@ -366,42 +365,12 @@ def _profile(network: nn.Module, batch: Tensor, enabled: bool) -> dict[str, Any]
     return values
 
 
-def _check_ratios(ratios: object) -> float | dict[str, float]:
-    if isinstance(ratios, Mapping):
-        if not ratios:
-            raise ValueError("ratios must name at least one layer pattern, or be a single fraction")
-        checked = {}
-        for pattern, value in ratios.items():
-            if not isinstance(pattern, str):
-                raise TypeError(f"ratio patterns must be strings, got {pattern!r}")
-            checked[pattern] = _check_ratio(value, f"ratios[{pattern!r}]")
-        return checked
-    return _check_ratio(ratios, "ratios")
-
-
-def _check_ratio(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"{what} must be a fraction in [0, 1) of input channels to remove (or a mapping of layer patterns to "
-            f"fractions), got {value!r}"
-        )
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{what} must be in [0, 1) (the fraction of input channels to remove), got {value}")
-    return float(value)
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
 def _read_sensitivity(path: str) -> SensitivityResult:
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(
-            f"sensitivity_file {str(file)!r} does not exist; run a sensitivity sweep first (it writes "
-            "sensitivity.json into its run directory) or give ratios instead"
-        )
+    file = check_file(
+        path,
+        "sensitivity_file",
+        "run a sensitivity sweep first (it writes sensitivity.json into its run directory) or give ratios instead",
+    )
     try:
         data = json.loads(file.read_text())
     except json.JSONDecodeError as error:

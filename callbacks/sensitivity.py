@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from callbacks.evaluation import evaluate_on_validation
 from callbacks.mask_pruning import MaskPruningCallback
 from lit_prune.atomic_files import atomic_write
+from lit_prune.errors import UserError
 from lit_prune.module import ImageClassifier
 from lit_prune.pruning import (
     PruningMask,
@@ -31,6 +32,7 @@ from lit_prune.pruning.sensitivity import (
     sensitivity_sweep,
 )
 from lit_prune.pruning.unstructured import restrict_mask
+from lit_prune.validation import check_fraction_levels, check_int, check_pattern_fractions
 
 __all__ = ["SENSITIVITY_FIGURE", "SENSITIVITY_JSON", "SensitivityAnalysis"]
 
@@ -114,7 +116,9 @@ class SensitivityAnalysis(MaskPruningCallback):
                 "SensitivityAnalysis needs exactly one of target_sparsity (allocated from the sweep) "
                 "and layer_sparsity (given per layer)"
             )
-        self.sparsities = _check_sparsities(sparsities)
+        self.sparsities = check_fraction_levels(sparsities, "sparsities", DEFAULT_SENSITIVITY_SPARSITIES)
+        if self.sparsities[-1] == 0.0:
+            raise UserError(f"sparsities must include one above 0, got {list(sparsities)}")
         self.target_sparsity = (
             None if target_sparsity is None else validate_sparsity(target_sparsity, "target_sparsity")
         )
@@ -123,10 +127,12 @@ class SensitivityAnalysis(MaskPruningCallback):
                 f"target_sparsity must be in (0, {self.sparsities[-1]}] (the highest probed sparsity, since the "
                 f"curves are not extrapolated), got {self.target_sparsity}"
             )
-        self.layer_sparsity = None if layer_sparsity is None else _check_layer_sparsity(layer_sparsity)
-        if isinstance(at_epoch, bool) or not isinstance(at_epoch, int) or at_epoch < 0:
-            raise ValueError(f"at_epoch must be an integer >= 0, got {at_epoch!r}")
-        self.at_epoch = at_epoch
+        self.layer_sparsity = (
+            None
+            if layer_sparsity is None
+            else check_pattern_fractions(layer_sparsity, "layer_sparsity", "{'features.*': 0.8, 'classifier.*': 0.9}")
+        )
+        self.at_epoch = check_int(at_epoch, "at_epoch", 0)
         self.done = False
         self.allocation: dict[str, float] | None = None
         self._state_key = self._generate_state_key(
@@ -247,27 +253,6 @@ def _predicted_metric(result: SensitivityResult, mask: PruningMask) -> float | N
     if any(sparsity > result.curves[name][-1][0] + 1e-9 for name, sparsity in layers.items()):
         return None
     return predict_metric(result, layers)
-
-
-def _check_sparsities(sparsities: Sequence[float]) -> list[float]:
-    if isinstance(sparsities, (str, bytes)) or not isinstance(sparsities, Sequence) or not sparsities:
-        raise ValueError(
-            f"sparsities must be a non-empty list of fractions in [0, 1), e.g. {list(DEFAULT_SENSITIVITY_SPARSITIES)}, "
-            f"got {sparsities!r}"
-        )
-    levels = sorted(validate_sparsity(value, "each of sparsities") for value in sparsities)
-    if len(set(levels)) != len(levels) or levels[-1] == 0.0:
-        raise ValueError(f"sparsities must not repeat a value and must include one above 0, got {list(sparsities)}")
-    return levels
-
-
-def _check_layer_sparsity(layer_sparsity: Mapping[str, float]) -> dict[str, float]:
-    if not isinstance(layer_sparsity, Mapping) or not layer_sparsity:
-        raise ValueError(
-            "layer_sparsity must be a non-empty mapping of name pattern to sparsity, e.g. "
-            f"{{'features.*': 0.8, 'classifier.*': 0.9}}, got {layer_sparsity!r}"
-        )
-    return {str(key): validate_sparsity(value, f"layer_sparsity[{key!r}]") for key, value in layer_sparsity.items()}
 
 
 def _escape_pattern(name: str) -> str:

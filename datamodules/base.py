@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from datamodules.augment import normalize, random_crop, random_horizontal_flip, resize
 from lit_prune.errors import UserError
+from lit_prune.validation import check_bool, check_int
 
 __all__ = [
     "EpochShuffleSampler",
@@ -44,21 +45,13 @@ def check_validation_split(val_split: float, validate_on_test: bool) -> None:
     Raises:
         UserError: If ``val_split`` is 0 without ``validate_on_test``, or the flag is not a bool.
     """
-    if not isinstance(validate_on_test, bool):
-        raise UserError(f"validate_on_test must be true or false, got {validate_on_test!r}.")
+    check_bool(validate_on_test, "validate_on_test")
     if val_split == 0.0 and not validate_on_test:
         raise UserError(
             "val_split: 0 would validate on the test set, so checkpoints and accuracy-triggered pruning would be "
             "chosen on test data. Give val_split in (0, 1), or set validate_on_test: true to do this deliberately "
             "(the report then says 'validated on the test set')."
         )
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r} ({type(value).__name__}).")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}.")
 
 
 def pass_through_collate(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
@@ -208,14 +201,13 @@ class InMemoryImageDataModule(LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        _check_int("num_classes", num_classes, 2)
-        _check_int("image_size", image_size, 1)
-        _check_int("batch_size", batch_size, 1)
-        _check_int("num_workers", num_workers, 0)
-        _check_int("crop_padding", crop_padding, 0)
-        for name, flag in (("pin_memory", pin_memory), ("horizontal_flip", horizontal_flip)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be true or false, got {flag!r}.")
+        check_int(num_classes, "num_classes", 2)
+        check_int(image_size, "image_size", 1)
+        check_int(batch_size, "batch_size", 1)
+        check_int(num_workers, "num_workers", 0)
+        check_int(crop_padding, "crop_padding", 0)
+        check_bool(pin_memory, "pin_memory")
+        check_bool(horizontal_flip, "horizontal_flip")
         if len(mean) != len(std) or len(mean) == 0:
             raise ValueError(f"mean and std must have one entry per channel, got {tuple(mean)} and {tuple(std)}.")
         if any(value <= 0 for value in std):

@@ -23,6 +23,7 @@ from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets import utils as torchvision_dataset_utils
 
 from datamodules.base import InMemoryImageDataModule, InMemoryImageDataset, check_validation_split
+from lit_prune.validation import check_bool, check_fraction, check_int
 
 __all__ = ["CIFAR10DataModule", "CIFAR100DataModule"]
 
@@ -97,19 +98,13 @@ class _CIFARDataModule(InMemoryImageDataModule):
         )
         if not isinstance(data_dir, (str, Path)):
             raise TypeError(f"data_dir must be a path string, got {data_dir!r}.")
-        for name, flag in (("download", download), ("verify_checksums", verify_checksums)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be true or false, got {flag!r}.")
-        if isinstance(val_split, bool) or not isinstance(val_split, (int, float)) or not 0.0 <= val_split < 1.0:
-            raise ValueError(f"val_split must be a float in [0, 1) (0.0 validates on the test set), got {val_split!r}.")
-        check_validation_split(float(val_split), validate_on_test)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {seed!r}.")
+        self.download = check_bool(download, "download")
+        self.verify_checksums = check_bool(verify_checksums, "verify_checksums")
+        self.val_split = check_fraction(val_split, "val_split", meaning="0.0 validates on the test set")
+        check_validation_split(self.val_split, validate_on_test)
+        check_int(seed, "seed", None)
         self.data_dir = Path(data_dir)
-        self.download = download
-        self.val_split = float(val_split)
         self.validates_on_test = self.val_split == 0.0
-        self.verify_checksums = verify_checksums
 
     @property
     def dataset_dir(self) -> Path:

@@ -17,20 +17,12 @@ from torch import Tensor
 
 from datamodules.augment import resize
 from datamodules.base import InMemoryImageDataModule, InMemoryImageDataset, check_validation_split
+from lit_prune.validation import check_fraction, check_int
 
 __all__ = ["DigitsDataModule"]
 
 _STORED_SIZE = 32
 _MAX_GREY_LEVEL = 16
-
-
-def _check_fraction(name: str, value: object, allow_zero: bool) -> float:
-    low = "[0, 1)" if allow_zero else "(0, 1)"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float in {low}, got {value!r}.")
-    if not (0.0 <= value < 1.0) or (value == 0.0 and not allow_zero):
-        raise ValueError(f"{name} must be a float in {low}, got {value}.")
-    return float(value)
 
 
 def _digit_images() -> tuple[Tensor, Tensor]:
@@ -78,15 +70,14 @@ class DigitsDataModule(InMemoryImageDataModule):
         pin_memory: bool = True,
         validate_on_test: bool = False,
     ) -> None:
-        val_fraction = _check_fraction("val_split", val_split, allow_zero=True)
+        val_fraction = check_fraction(val_split, "val_split", meaning="0.0 validates on the test set")
         check_validation_split(val_fraction, validate_on_test)
-        test_fraction = _check_fraction("test_split", test_split, allow_zero=False)
+        test_fraction = check_fraction(test_split, "test_split", zero=False)
         if val_fraction + test_fraction >= 1.0:
             raise ValueError(
                 f"val_split + test_split must be < 1 to leave training images, got {val_split} + {test_split}."
             )
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {seed!r}.")
+        check_int(seed, "seed", None)
         images, labels = _digit_images()
         count = labels.shape[0]
         rest, test = train_test_split(

@@ -21,13 +21,14 @@ def list_models_command(args: Sequence[str]) -> int:
     parser.add_argument("--num_classes", type=int, default=10, help="classes of the classifier (default 10)")
     options = parser.parse_args(list(args))
     from lit_prune.models import create_model, list_models
+    from lit_prune.pruning.parameters import parameter_count
 
     pretrained = _pretrained_datasets()
     rows = []
     for name in list_models():
         try:
             network = create_model(name, num_classes=options.num_classes)
-            params = f"{sum(p.numel() for p in network.parameters()):,}"
+            params = f"{parameter_count(network):,}"
         except (TypeError, ValueError) as error:
             params = f"n/a ({error})"
         rows.append((name, params, ", ".join(pretrained.get(name, [])) or "-"))

@@ -16,6 +16,7 @@ from lit_prune.console import announce
 from lit_prune.models import create_model
 from lit_prune.pruning import MaskEnforcer, PruningMask
 from lit_prune.pruning.channel_surgery import shrink_groups_
+from lit_prune.pruning.parameters import parameter_count
 from lit_prune.pruning.surgery_history import check_history, remap_mask, replay_history
 
 __all__ = ["ImageClassifier"]
@@ -249,8 +250,7 @@ class ImageClassifier(LightningModule):
         action = stage.get("action")
         if action:
             done.append(str(action))
-        total = sum(p.numel() for p in self.network.parameters())
-        nonzero = sum(int(torch.count_nonzero(p)) for p in self.network.parameters())
+        total, nonzero = parameter_count(self.network), parameter_count(self.network, nonzero=True)
         announce(f"epoch {stage['epoch']} | {stage['name']} | {', '.join(done)} | {nonzero:,} of {total:,} parameters non-zero")
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

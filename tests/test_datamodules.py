@@ -168,11 +168,11 @@ def test_bad_structure_is_reported_with_the_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("arguments", "error", "pattern"),
     [
-        ({"batch_size": 0}, ValueError, "batch_size must be an int >= 1, got 0"),
-        ({"batch_size": "64"}, TypeError, "batch_size must be an int >= 1"),
-        ({"num_workers": -1}, ValueError, "num_workers must be an int >= 0"),
-        ({"val_split": 1.0}, ValueError, r"val_split must be a float in \[0, 1\)"),
-        ({"image_size": 0}, ValueError, "image_size must be an int >= 1"),
+        ({"batch_size": 0}, ValueError, "batch_size must be an integer >= 1, got 0"),
+        ({"batch_size": "64"}, TypeError, "batch_size must be an integer >= 1"),
+        ({"num_workers": -1}, ValueError, "num_workers must be an integer >= 0"),
+        ({"val_split": 1.0}, ValueError, r"val_split must be a number in \[0, 1\)"),
+        ({"image_size": 0}, ValueError, "image_size must be an integer >= 1"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(
@@ -183,7 +183,7 @@ def test_bad_arguments_raise_clear_errors(
 
 
 def test_digits_rejects_a_zero_batch_size() -> None:
-    with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
         DigitsDataModule(batch_size=0)
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -391,12 +389,3 @@ def test_vit_tiny_offline_download_suggests_checkpoint_path(monkeypatch):
     monkeypatch.setattr(timm, "create_model", offline_create_model)
     with pytest.raises(ConnectionError, match="offline.*checkpoint_path=FILE"):
         create_model("vit_tiny", image_size=224, pretrained=True)
-
-
-def test_models_package_does_not_import_lightning():
-    code = (
-        "import sys, lit_prune.models; "
-        "print(any(m.split('.')[0] in ('lightning', 'pytorch_lightning') for m in sys.modules))"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "False"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import types
 from pathlib import Path
@@ -385,15 +384,3 @@ def test_topk_rejects_empty_input_and_bad_k() -> None:
         evaluate_topk(nn.Identity(), [])
     with pytest.raises(ValueError, match="topk"):
         evaluate_topk(nn.Identity(), [(torch.zeros(1, 3), torch.zeros(1, dtype=torch.long))], topk=(0,))
-
-
-# ----------------------------------------------------------------------------- layering
-
-
-def test_profiling_does_not_import_lightning() -> None:
-    code = (
-        "import sys, lit_prune.profiling, lit_prune.pruning.sparse_export; "
-        "print([m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')])"
-    )
-    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert output.strip() == "[]"

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import ast
 import io
 from collections.abc import Callable
 from contextlib import nullcontext
-from pathlib import Path
 
 import pytest
 import torch
@@ -31,8 +29,6 @@ from lit_prune.pruning import (
     zero_pruned_gradients_,
     zero_pruned_weights_,
 )
-
-PRUNING_DIR = Path(__file__).resolve().parents[1] / "lit_prune" / "pruning"
 
 
 class _SmallConvNet(nn.Module):
@@ -460,19 +456,3 @@ def test_enforcer_follows_dtype_change_and_rejects_bad_input() -> None:
         MaskEnforcer(nn.Linear(3, 3), PruningMask({"weight": torch.ones(2, 2, dtype=torch.bool)}))
     with pytest.raises(TypeError, match="Optimizer"):
         enforcer.clear_optimizer_state_(object())
-
-
-# ----------------------------------------------------------------------------- architecture
-
-
-def test_pruning_core_does_not_import_lightning() -> None:
-    for path in PRUNING_DIR.glob("*.py"):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                modules = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                modules = [node.module or ""]
-            else:
-                continue
-            assert not any(m.split(".")[0] in {"lightning", "pytorch_lightning"} for m in modules), path.name

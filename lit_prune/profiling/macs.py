@@ -35,6 +35,7 @@ from torch.utils.hooks import RemovableHandle
 from torchprofile import profile_macs
 
 from lit_prune.profiling._inputs import check_model, eval_mode, prepare_input
+from lit_prune.pruning.parameters import parameter_count
 
 __all__ = ["MacsResult", "count_macs"]
 
@@ -84,12 +85,11 @@ def count_macs(model: nn.Module, example_input: Tensor | Sequence[Any]) -> MacsR
     with eval_mode(model), torch.no_grad():
         macs = int(profile_macs(model, single))
         skipped = _zero_weight_macs(model, single)
-    parameters = list({id(p): p for p in model.parameters()}.values())
     return MacsResult(
         macs=macs,
         nonzero_macs=macs - skipped,
-        params_total=sum(p.numel() for p in parameters),
-        params_nonzero=sum(int(torch.count_nonzero(p)) for p in parameters),
+        params_total=parameter_count(model),
+        params_nonzero=parameter_count(model, nonzero=True),
     )
 
 

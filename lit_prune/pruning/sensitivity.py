@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from lit_prune.pruning.mask import PruningMask
 from lit_prune.pruning.parameters import check_model_parameters, current_keep_masks
 from lit_prune.pruning.selection import layerwise_prune_mask, validate_sparsity
+from lit_prune.validation import check_fraction_levels
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -217,7 +218,7 @@ def sensitivity_sweep(
             ``evaluate`` returns a value that is not finite.
     """
     named = check_model_parameters(model, params)
-    levels = _check_sparsities(sparsities)
+    levels = check_fraction_levels(sparsities, "sparsities", DEFAULT_SENSITIVITY_SPARSITIES)
     if not callable(evaluate):
         raise TypeError(f"evaluate must be callable as evaluate(model) -> float, got {type(evaluate).__name__}")
     if not isinstance(metric, str) or not metric:
@@ -544,18 +545,6 @@ def _interpolate(xs: list[float], ys: list[float], x: float) -> float:
         if x <= x1:
             return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
     return ys[-1]
-
-
-def _check_sparsities(sparsities: Sequence[float]) -> list[float]:
-    if isinstance(sparsities, (str, bytes)) or not isinstance(sparsities, Sequence) or not sparsities:
-        raise ValueError(
-            f"sparsities must be a non-empty list of fractions in [0, 1), e.g. {list(DEFAULT_SENSITIVITY_SPARSITIES)}, "
-            f"got {sparsities!r}"
-        )
-    levels = sorted(validate_sparsity(value, "each of sparsities") for value in sparsities)
-    if len(set(levels)) != len(levels):
-        raise ValueError(f"sparsities must not repeat a value, got {list(sparsities)}")
-    return levels
 
 
 def _check_curve(name: str, points: object) -> list[tuple[float, float]]:
