@@ -23,9 +23,9 @@ from lit_prune.report import (
     measure_profile,
     write_report,
 )
-from lit_prune.report_plots import write_plots
-from lit_prune.report_reduction import reduction_section
-from lit_prune.report_runs import load_runs
+from lit_prune.report.plots import write_plots
+from lit_prune.report.reduction import reduction_section
+from lit_prune.report.runs import load_runs
 from lit_prune.validation import check_bool, check_int
 
 __all__ = ["ProfilingCallback"]
@@ -50,7 +50,7 @@ class ProfilingCallback(Callback):
     ``test/top5``) instead, and still evaluates the training set. Then it measures the profile
     (``lit_prune.report.measure_profile``: latency, memory, energy, MACs, serialised size, and
     optionally sparse inference) on one batch of ``batch_size`` test images, and the parameter
-    reduction against the unpruned architecture (``lit_prune.report_reduction``: the network
+    reduction against the unpruned architecture (``lit_prune.report.reduction``: the network
     rebuilt at full width from the registry, its parameters, MACs, size and latency on the same
     batch). It logs the numbers as ``profile/*`` to the trainer's loggers, and writes
     ``report.json``, ``report.md`` and the run's plots into the run directory

@@ -21,8 +21,8 @@ from lit_prune.pruning import PruningMask
 from lit_prune.pruning.channel_surgery import shrink_groups_
 from lit_prune.pruning.regression_pruning import regression_channel_prune_
 from lit_prune.report import accuracy_section, build_report, measure_profile
-from lit_prune.report_markdown import render_markdown
-from lit_prune.report_reduction import reduction_section, stage_reduction
+from lit_prune.report.markdown import render_markdown
+from lit_prune.report.reduction import reduction_section, stage_reduction
 
 RESNET20_PARAMS = 272_474
 RESNET20_MACS = 41_013_952

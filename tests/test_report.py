@@ -29,10 +29,10 @@ from lit_prune.report import (
     to_jsonable,
     write_report,
 )
-from lit_prune.report_compare import COMPARISON_MD, compare_runs
-from lit_prune.report_compare import main as report_main
-from lit_prune.report_format import format_percent
-from lit_prune.report_plots import (
+from lit_prune.report.comparison import COMPARISON_MD, compare_runs
+from lit_prune.report.comparison import main as report_main
+from lit_prune.report.formatting import format_percent
+from lit_prune.report.plots import (
     ACCURACY_VS_EPOCH,
     ACCURACY_VS_SPARSITY,
     LOSS_VS_EPOCH,
@@ -40,8 +40,8 @@ from lit_prune.report_plots import (
     run_colors,
     training_curves_figure,
 )
-from lit_prune.report_reduction import REDUCTION_KEYS
-from lit_prune.report_runs import expand_run_dirs, load_runs
+from lit_prune.report.reduction import REDUCTION_KEYS
+from lit_prune.report.runs import expand_run_dirs, load_runs
 from lit_prune.tensorboard_scalars import epoch_series, read_scalars
 from tests.conftest import CONFIG_DIR
 
@@ -175,12 +175,12 @@ def test_measure_profile_sparse_size_below_dense_at_90_percent() -> None:
 
 
 def test_a_failed_measurement_is_null_with_its_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    import lit_prune.report as report_module
+    import lit_prune.report.measurement as measurement_module
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("no timer")
 
-    monkeypatch.setattr(report_module, "measure_latency", broken)
+    monkeypatch.setattr(measurement_module, "measure_latency", broken)
     with pytest.warns(UserWarning, match="latency_ms"):
         profile = measure_profile(_tiny_net(), torch.randn(2, 3, 8, 8), warmup=0, repeats=1, energy_repeats=1)
     assert profile["latency_ms"] is None and "RuntimeError: no timer" in profile["notes"]["latency_ms"]

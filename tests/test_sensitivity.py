@@ -22,11 +22,10 @@ from lit_prune.pruning.sensitivity import (
     DEFAULT_SENSITIVITY_SPARSITIES,
     SensitivityResult,
     allocate_layer_sparsity,
-    plot_sensitivity,
     predict_metric,
-    sensitivity_figure,
     sensitivity_sweep,
 )
+from lit_prune.report.sensitivity_plot import plot_sensitivity, sensitivity_figure
 
 VGG16_BN_LAYERS = [
     *(f"features.{i}.weight" for i in (0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37, 40)),

@@ -10,11 +10,11 @@ with the least predicted loss, to be applied with
 
     params = prunable_parameters(model)
     result = sensitivity_sweep(model, params, evaluate=lambda m: val_top1(m, val_batches))
-    plot_sensitivity(result, "sensitivity.png")
     allocation = allocate_layer_sparsity(result, target_sparsity=0.8)
     mask = layerwise_prune_mask(magnitude_scores(params), allocation)
 
-Nothing here imports Lightning; matplotlib is imported only when a figure is drawn.
+The figure of the curves is :mod:`lit_prune.report.sensitivity_plot`. Nothing here imports
+Lightning or matplotlib.
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -34,24 +33,16 @@ from lit_prune.pruning.parameters import check_model_parameters, current_keep_ma
 from lit_prune.pruning.selection import layerwise_prune_mask, validate_sparsity
 from lit_prune.validation import check_fraction_levels
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
 __all__ = [
     "DEFAULT_SENSITIVITY_SPARSITIES",
     "SensitivityResult",
     "allocate_layer_sparsity",
-    "plot_sensitivity",
     "predict_metric",
-    "sensitivity_figure",
     "sensitivity_sweep",
 ]
 
 DEFAULT_SENSITIVITY_SPARSITIES: tuple[float, ...] = (0.0, 0.1, 0.2, 0.5, 0.7, 0.8, 0.9)
 """Sparsities probed per layer by default."""
-
-_LINE_STYLES = ("-", "--", "-.", ":")
-_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
 @dataclass(frozen=True)
@@ -366,91 +357,6 @@ def predict_metric(result: SensitivityResult, layer_sparsity: Mapping[str, float
     return result.baseline - total_loss
 
 
-def sensitivity_figure(
-    result: SensitivityResult,
-    metric_label: str = "validation top-1 accuracy (%)",
-    metric_scale: float = 100.0,
-    title: str | None = None,
-) -> Figure:
-    """Draws one curve per layer: metric against that layer's sparsity.
-
-    Each layer has its own colour, line style and marker (20 colours times 4 line styles stay
-    distinct well beyond the 16 prunable layers of VGG16-BN); the legend, with each layer's
-    weight count, sits outside the axes on the right; the baseline is a grey dashed line.
-    The figure is built without pyplot (no global state, any thread), ready for ``savefig``
-    or TensorBoard's ``add_figure``.
-
-    Args:
-        result: The sensitivity curves.
-        metric_label: Y-axis label, with its unit.
-        metric_scale: Factor applied to metric values for display (100 turns fractions into %).
-        title: Figure title; by default names the metric and the baseline.
-
-    Returns:
-        The matplotlib figure.
-    """
-    from matplotlib import colormaps
-    from matplotlib.figure import Figure
-
-    if not isinstance(result, SensitivityResult):
-        raise TypeError(f"result must be a SensitivityResult, got {type(result).__name__}")
-    colors = colormaps["tab20"].colors
-    figure = Figure(figsize=(11.0, 6.5), layout="constrained")
-    axes = figure.add_subplot()
-    for index, (name, points) in enumerate(result.curves.items()):
-        axes.plot(
-            [100.0 * sparsity for sparsity, _ in points],
-            [metric_scale * value for _, value in points],
-            color=colors[index % len(colors)],
-            linestyle=_LINE_STYLES[(index // len(colors) + index) % len(_LINE_STYLES)],
-            marker=_MARKERS[index % len(_MARKERS)],
-            markersize=5,
-            linewidth=1.6,
-            label=f"{name} ({_format_count(result.param_counts[name])})",
-        )
-    axes.axhline(
-        metric_scale * result.baseline, color="0.4", linestyle="--", linewidth=1.0, label="baseline (unpruned)"
-    )
-    axes.set_xlabel("sparsity of the pruned layer (%)")
-    axes.set_ylabel(metric_label)
-    axes.set_xlim(0.0, 100.0)
-    axes.grid(True, alpha=0.3)
-    axes.set_title(
-        title
-        if title is not None
-        else f"Pruning sensitivity per layer, one layer at a time by magnitude "
-        f"({result.metric}; baseline {metric_scale * result.baseline:.2f})"
-    )
-    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", title="layer (weights)")
-    return figure
-
-
-def plot_sensitivity(
-    result: SensitivityResult,
-    path: str | Path,
-    metric_label: str = "validation top-1 accuracy (%)",
-    metric_scale: float = 100.0,
-    title: str | None = None,
-) -> Path:
-    """Writes :func:`sensitivity_figure` to ``path`` (PNG by its suffix), creating its folder.
-
-    Args:
-        result: The sensitivity curves.
-        path: Output file, e.g. ``run_dir / "sensitivity.png"``.
-        metric_label: Y-axis label, with its unit.
-        metric_scale: Factor applied to metric values for display.
-        title: Figure title; by default names the metric and the baseline.
-
-    Returns:
-        The path written.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure = sensitivity_figure(result, metric_label, metric_scale, title)
-    figure.savefig(path, dpi=150, bbox_inches="tight")
-    return path
-
-
 def _probe_layer(
     model: nn.Module,
     name: str,
@@ -600,11 +506,3 @@ def _metric_value(value: object, what: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"evaluate returned {value} for {what}; the metric must be finite")
     return float(value)
-
-
-def _format_count(count: int) -> str:
-    if count >= 1_000_000:
-        return f"{count / 1_000_000:.2f}M"
-    if count >= 1_000:
-        return f"{count / 1_000:.1f}k"
-    return str(count)

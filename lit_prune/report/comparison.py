@@ -7,9 +7,9 @@ writes. The command writes into ``--output`` (the current directory by default):
   top-1/top-5, parameters non-zero / stored / of the unpruned architecture, the fractions removed
   physically, zeroed and overall, MACs and the theoretical speed-up. "Measured cost": size dense
   and sparse, latency and the measured speed-up, memory, energy. The vocabulary is the same for
-  every method (:mod:`lit_prune.report_reduction`).
+  every method (:mod:`lit_prune.report.reduction`).
 * ``accuracy_vs_epoch.png``, ``loss_vs_epoch.png`` and ``accuracy_vs_sparsity.png`` (test top-1
-  against the overall parameter reduction), see :mod:`lit_prune.report_plots`.
+  against the overall parameter reduction), see :mod:`lit_prune.report.plots`.
 
 The reference of a run is its **dense baseline**, the first run given with the same model and
 dataset whose method is ``"dense"``: Δ top-1, Δ size, the theoretical speed-up (MAC ratio) and the
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from lit_prune.atomic_files import atomic_write
-from lit_prune.report_format import (
+from lit_prune.report.formatting import (
     format_count,
     format_macs,
     format_number,
@@ -35,8 +35,8 @@ from lit_prune.report_format import (
     format_points,
     format_ratio,
 )
-from lit_prune.report_plots import write_plots
-from lit_prune.report_runs import Run, find_baseline, load_runs
+from lit_prune.report.plots import write_plots
+from lit_prune.report.runs import Run, find_baseline, load_runs
 
 __all__ = ["COMPARISON_MD", "compare_runs", "comparison_markdown", "main", "row_figures"]
 

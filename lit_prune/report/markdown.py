@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lit_prune.report_format import (
+from lit_prune.report.formatting import (
     format_count,
     format_macs,
     format_number,

@@ -31,7 +31,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from lit_prune.atomic_files import atomic_write
-from lit_prune.report_runs import Run
+from lit_prune.report.runs import Run
 from lit_prune.tensorboard_scalars import ScalarPoint, epoch_series, read_scalars
 
 __all__ = [

@@ -36,15 +36,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from lit_prune.profiling import count_macs, measure_latency, measure_size
+from lit_prune.pruning.parameters import parameter_count
 
 __all__ = [
     "REDUCTION_KEYS",
     "masked_entry_count",
-    "nonzero_parameter_count",
     "reduction_section",
     "stage_reduction",
 ]
@@ -71,21 +70,6 @@ REDUCTION_KEYS = (
     "measured_speedup",
 )
 """Entries of the ``reduction`` section: numbers, or ``None`` with a note."""
-
-
-def nonzero_parameter_count(network: nn.Module) -> tuple[int, int]:
-    """Parameters of a network and those that are not exactly zero (shared ones counted once).
-
-    Args:
-        network: The network.
-
-    Returns:
-        ``(total, nonzero)``.
-    """
-    parameters = list({id(p): p for p in network.parameters()}.values())
-    total = sum(p.numel() for p in parameters)
-    nonzero = sum(int(torch.count_nonzero(p.detach())) for p in parameters)
-    return total, nonzero
 
 
 def reduction_section(
@@ -117,14 +101,14 @@ def reduction_section(
         The section: :data:`REDUCTION_KEYS`, ``reference`` (the description) and ``notes``.
     """
     notes: dict[str, str] = {}
-    total, nonzero = nonzero_parameter_count(network)
+    total, nonzero = parameter_count(network), parameter_count(network, nonzero=True)
     measured: dict[str, Any] = {"params_unpruned": None, "macs_unpruned": None, "size_unpruned_mb": None}
     measured["reference_latency_ms"] = None
     if reference is None:
         for key in measured:
             notes[key] = reference_note or "the unpruned architecture could not be built"
     else:
-        measured["params_unpruned"] = nonzero_parameter_count(reference)[0]
+        measured["params_unpruned"] = parameter_count(reference)
         measured["macs_unpruned"] = _attempt(notes, "macs_unpruned", lambda: count_macs(reference, inputs).macs)
         measured["size_unpruned_mb"] = _attempt(notes, "size_unpruned_mb", lambda: measure_size(reference).dense_mb)
         measured["reference_latency_ms"] = _attempt(

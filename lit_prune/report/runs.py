@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from lit_prune.errors import UserError
-from lit_prune.report import REPORT_JSON, load_report
+from lit_prune.report.run_report import load_report
+from lit_prune.report.schema import REPORT_JSON
 
 __all__ = ["Run", "expand_run_dirs", "find_baseline", "load_runs"]
 

@@ -32,7 +32,8 @@ from matplotlib.figure import Figure
 
 from lit_prune.atomic_files import atomic_write
 from lit_prune.errors import UserError
-from lit_prune.report import REPORT_JSON, load_report
+from lit_prune.report.run_report import load_report
+from lit_prune.report.schema import REPORT_JSON
 from lit_prune.tensorboard_scalars import epoch_series, read_scalars
 
 __all__ = [
