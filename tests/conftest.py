@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -18,3 +22,42 @@ def in_tmp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Runs the test inside ``tmp_path`` so ``lightning_logs/`` and ``data/`` land there."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+class _StopAfterEpoch(Callback):
+    """Stops training cleanly at the end of epoch ``epoch``, as an interrupted run would."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            trainer.should_stop = True
+
+
+@pytest.fixture
+def interrupted_fit(tmp_path: Path) -> Callable[..., Path]:
+    """Fits a module with its callbacks until the end of an epoch and returns ``last.ckpt``.
+
+    The returned function takes ``(module, callbacks, max_epochs, stop_after_epoch, datamodule)``
+    and the trainer keyword arguments of ``tests.pruning_helpers.make_trainer``; the run stops
+    after ``stop_after_epoch`` with ``last.ckpt`` saved, ready for ``fit(ckpt_path=...)``.
+    """
+    from tests.pruning_helpers import make_trainer
+
+    def run(
+        module: LightningModule,
+        callbacks: list[Callback],
+        max_epochs: int,
+        stop_after_epoch: int,
+        datamodule: LightningDataModule,
+        **trainer_kwargs: Any,
+    ) -> Path:
+        directory = tmp_path / "interrupted"
+        checkpoint = ModelCheckpoint(dirpath=directory, save_last=True)
+        stop = _StopAfterEpoch(stop_after_epoch)
+        callbacks = [*callbacks, checkpoint, stop]
+        make_trainer(directory, max_epochs=max_epochs, callbacks=callbacks, **trainer_kwargs).fit(module, datamodule)
+        return directory / "last.ckpt"
+
+    return run

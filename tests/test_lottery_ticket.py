@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 
 from callbacks import LotteryTicket
 from lit_prune.module import ImageClassifier
@@ -42,7 +42,7 @@ def test_survivors_rewind_to_initialisation_with_fresh_optimizer_and_lr() -> Non
     module = _module_with_schedule()
     initial = {k: v.detach().clone() for k, v in module.network.state_dict().items()}
     capture = _CaptureAfterRewind(epoch=2)
-    ticket = LotteryTicket(epochs_per_round=2, rounds=1, prune_fraction=0.6)
+    ticket = LotteryTicket(epochs_per_round=2, rounds=1, fraction_of_remaining=0.6)
     make_trainer(None, max_epochs=4, callbacks=[ticket, capture]).fit(module, digits())
 
     mask = module.pruning_mask
@@ -61,7 +61,7 @@ def test_late_rewinding_to_an_epoch_restores_that_epochs_weights_and_lr() -> Non
     module = _module_with_schedule()
     at_epoch_1 = _CaptureAfterRewind(epoch=1)
     after_rewind = _CaptureAfterRewind(epoch=3)
-    ticket = LotteryTicket(epochs_per_round=3, rounds=1, prune_fraction=0.5, rewind_epoch=1)
+    ticket = LotteryTicket(epochs_per_round=3, rounds=1, fraction_of_remaining=0.5, rewind_epoch=1)
     make_trainer(None, max_epochs=5, callbacks=[at_epoch_1, ticket, after_rewind]).fit(module, digits())
 
     mask = module.pruning_mask
@@ -71,10 +71,10 @@ def test_late_rewinding_to_an_epoch_restores_that_epochs_weights_and_lr() -> Non
     assert after_rewind.lrs == pytest.approx([0.025]), "LR schedule not advanced to the rewind epoch"
 
 
-def test_iterative_rounds_reach_final_sparsity_and_masks_shrink() -> None:
+def test_iterative_rounds_reach_target_sparsity_and_masks_shrink() -> None:
     L.seed_everything(0)
     module = make_module()
-    ticket = LotteryTicket(epochs_per_round=1, rounds=3, final_sparsity=0.875, exclude=["fc.weight"])
+    ticket = LotteryTicket(epochs_per_round=1, rounds=3, target_sparsity=0.875, exclude=["fc.weight"])
     make_trainer(None, max_epochs=4, callbacks=[ticket]).fit(module, digits())
     pruned = [s for s in module.pruning_stages if s["name"].endswith("/pruned")]
     assert [round(s["sparsity"], 4) for s in pruned] == [0.5, 0.75, 0.875]
@@ -85,14 +85,13 @@ def test_iterative_rounds_reach_final_sparsity_and_masks_shrink() -> None:
 def test_controls(control: str) -> None:
     L.seed_everything(0)
     reference = make_module()
-    make_trainer(None, max_epochs=2, callbacks=[LotteryTicket(epochs_per_round=1, rounds=1, prune_fraction=0.5)]).fit(
-        reference, digits()
-    )
+    ticket = LotteryTicket(epochs_per_round=1, rounds=1, fraction_of_remaining=0.5)
+    make_trainer(None, max_epochs=2, callbacks=[ticket]).fit(reference, digits())
     L.seed_everything(0)
     module = make_module()
     initial = {k: v.detach().clone() for k, v in module.network.state_dict().items()}
     capture = _CaptureAfterRewind(epoch=1)
-    ticket = LotteryTicket(epochs_per_round=1, rounds=1, prune_fraction=0.5, control=control)
+    ticket = LotteryTicket(epochs_per_round=1, rounds=1, fraction_of_remaining=0.5, control=control)
     make_trainer(None, max_epochs=2, callbacks=[ticket, capture]).fit(module, digits())
 
     if control == "random_prune":
@@ -114,7 +113,7 @@ def test_controls(control: str) -> None:
         ({"epochs_per_round": 2, "rounds": 0}, "rounds must be >= 1"),
         ({"epochs_per_round": 2}, "needs rounds"),
         ({"epochs_per_round": 2, "rounds": 2, "rewind_epoch": 2}, "rewind_epoch"),
-        ({"epochs_per_round": 2, "final_sparsity": 1.0}, r"\[0, 1\)"),
+        ({"epochs_per_round": 2, "target_sparsity": 1.0}, r"\[0, 1\)"),
         ({"epochs_per_round": 2, "rounds": 2, "control": "shuffle"}, "control"),
     ],
 )
@@ -130,38 +129,26 @@ def test_max_epochs_must_match_the_rounds() -> None:
         )
 
 
-class _StopAfterEpoch(L.Callback):
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: ImageClassifier) -> None:
-        if trainer.current_epoch == self.epoch:
-            trainer.should_stop = True
-
-
 def _ticket() -> LotteryTicket:
     """Rounds start at epochs 3 and 5; round two spans epochs 5 and 6."""
-    return LotteryTicket(epochs_per_round=3, rounds=2, prune_fraction=0.5, rewind_epoch=1)
+    return LotteryTicket(epochs_per_round=3, rounds=2, fraction_of_remaining=0.5, rewind_epoch=1)
 
 
-def test_resume_in_the_middle_of_round_two_ends_like_an_uninterrupted_run(tmp_path: Path) -> None:
+def test_resume_in_the_middle_of_round_two_ends_like_an_uninterrupted_run(
+    tmp_path: Path, interrupted_fit: Callable[..., Path]
+) -> None:
     L.seed_everything(0)
     uninterrupted = _module_with_schedule()
     make_trainer(tmp_path / "a", max_epochs=7, callbacks=[_ticket()]).fit(uninterrupted, digits())
 
     L.seed_everything(0)
     first = _module_with_schedule()
-    checkpoint = ModelCheckpoint(dirpath=tmp_path / "b", save_last=True)
-    make_trainer(tmp_path / "b", max_epochs=7, callbacks=[_ticket(), checkpoint, _StopAfterEpoch(5)]).fit(
-        first, digits()
-    )
+    last = interrupted_fit(first, [_ticket()], max_epochs=7, stop_after_epoch=5, datamodule=digits())
     assert first.pruning_mask is not None and first.current_epoch == 6
 
     L.seed_everything(123)
     resumed = _module_with_schedule()
-    make_trainer(tmp_path / "c", max_epochs=7, callbacks=[_ticket()]).fit(
-        resumed, digits(), ckpt_path=tmp_path / "b" / "last.ckpt"
-    )
+    make_trainer(tmp_path / "c", max_epochs=7, callbacks=[_ticket()]).fit(resumed, digits(), ckpt_path=last)
     assert resumed.pruning_mask.equals(uninterrupted.pruning_mask)
     for name, tensor in uninterrupted.network.state_dict().items():
         torch.testing.assert_close(resumed.network.state_dict()[name], tensor, msg=name)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -9,13 +12,12 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 
-import callbacks.saliency_pruning as saliency_pruning
-from callbacks.saliency_pruning import SaliencyPruning, parse_stages
+from callbacks.saliency_pruning import SaliencyPruning
 from lit_prune.errors import UserError
 from lit_prune.module import ImageClassifier
-from lit_prune.pruning import prunable_parameters
+from lit_prune.pruning import prunable_parameters, score_registry
+from lit_prune.pruning.stages import parse_stages
 from tests.pruning_helpers import digits, make_module, make_trainer
 
 E6_STAGES = [
@@ -32,6 +34,7 @@ class _FakeTrainer(SimpleNamespace):
         super().__init__(
             datamodule=datamodule,
             strategy=SimpleNamespace(broadcast=lambda obj, src=0: obj),
+            is_global_zero=True,
             callback_metrics={},
             limit_val_batches=1,
             sanity_checking=False,
@@ -55,7 +58,7 @@ def test_accuracy_trigger_fires_at_its_threshold_and_once_per_stage() -> None:
     data.setup("fit")
     trainer = _FakeTrainer(data)
     module = make_module()
-    callback = SaliencyPruning(method="magnitude", target_sparsity=0.8, stages=E6_STAGES, eval_batches=1)
+    callback = SaliencyPruning(score="magnitude", target_sparsity=0.8, stages=E6_STAGES, eval_batches=1)
     total = _total(module)
 
     fired = []
@@ -81,7 +84,7 @@ def test_no_trigger_during_sanity_check_or_outside_fit() -> None:
     trainer = _FakeTrainer(data)
     trainer.callback_metrics = {"val/top1": torch.tensor(0.9)}
     module = make_module()
-    callback = SaliencyPruning(method="magnitude", stages=E6_STAGES, eval_batches=1)
+    callback = SaliencyPruning(score="magnitude", stages=E6_STAGES, eval_batches=1)
     trainer.sanity_checking = True
     callback.on_validation_end(trainer, module)
     trainer.sanity_checking, trainer.state.fn = False, "validate"
@@ -94,7 +97,7 @@ def test_missing_validation_metric_is_a_clear_error() -> None:
     data.setup("fit")
     trainer = _FakeTrainer(data)
     trainer.callback_metrics = {"val/loss": torch.tensor(1.0)}
-    callback = SaliencyPruning(method="magnitude", stages=E6_STAGES)
+    callback = SaliencyPruning(score="magnitude", stages=E6_STAGES)
     with pytest.raises(RuntimeError, match="val/top1"):
         callback.on_validation_end(trainer, make_module())
 
@@ -102,7 +105,7 @@ def test_missing_validation_metric_is_a_clear_error() -> None:
 def test_grasp_at_init_prunes_before_the_first_step_with_exact_sparsity() -> None:
     L.seed_everything(0)
     module = make_module()
-    callback = SaliencyPruning(method="grasp", target_sparsity=0.9, samples_per_class=2, exclude=["fc.weight"])
+    callback = SaliencyPruning(score="grasp", target_sparsity=0.9, samples_per_class=2, exclude=["fc.weight"])
     make_trainer(None, max_epochs=1, callbacks=[callback]).fit(module, digits())
 
     first = module.pruning_stages[0]
@@ -133,17 +136,18 @@ def test_scores_get_the_reference_calibration_batches_and_batch_norm_mode(
     method: str, bn_mode: str, halves: list[list[int]] | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[dict[str, Any]] = []
-    score_fn = getattr(saliency_pruning, f"{method}_scores")
+    registered = score_registry.get_score(method)
 
-    def spy(network: Any, params: Any, batches: Any, **kwargs: Any) -> Any:
-        seen.append({"targets": [t.tolist() for _, t in batches], "bn_mode": kwargs["bn_mode"]})
-        return score_fn(network, params, batches, **kwargs)
+    @functools.wraps(registered.function)
+    def spy(**inputs: Any) -> Any:
+        seen.append({"targets": [t.tolist() for _, t in inputs["batches"]], "bn_mode": inputs["bn_mode"]})
+        return registered.function(**inputs)
 
-    monkeypatch.setattr(saliency_pruning, f"{method}_scores", spy)
+    monkeypatch.setitem(score_registry._REGISTRY, method, dataclasses.replace(registered, function=spy))
     data = digits()
     data.setup("fit")
     module = make_module()
-    callback = SaliencyPruning(method=method, target_sparsity=0.5, samples_per_class=2)
+    callback = SaliencyPruning(score=method, target_sparsity=0.5, samples_per_class=2)
     mask = callback.compute_mask(_FakeTrainer(data), module, 0.5)
     assert mask.num_pruned() == round(0.5 * _total(module))
     (call,) = seen
@@ -167,7 +171,7 @@ def test_snip_stages_in_a_real_run_prune_among_survivors_only() -> None:
         {"trigger": "val_top1", "value": 0.01, "fraction": 0.5},
         {"trigger": "epoch", "value": 2, "fraction": 1.0},
     ]
-    callback = SaliencyPruning(method="snip", target_sparsity=0.8, stages=stages, calibration_batches=1)
+    callback = SaliencyPruning(score="snip", target_sparsity=0.8, stages=stages, calibration_batches=1)
     make_trainer(None, max_epochs=3, callbacks=[callback, _Spy()]).fit(module, digits())
 
     pruned = [s for s in module.pruning_stages if s["name"].endswith("/pruned")]
@@ -192,7 +196,7 @@ def test_snip_stages_in_a_real_run_prune_among_survivors_only() -> None:
 def test_synflow_at_init_reaches_the_target() -> None:
     L.seed_everything(0)
     module = make_module()
-    callback = SaliencyPruning(method="synflow", target_sparsity=0.75, synflow_iterations=3)
+    callback = SaliencyPruning(score="synflow", target_sparsity=0.75, synflow_iterations=3)
     make_trainer(None, max_epochs=1, limit_train_batches=1, callbacks=[callback]).fit(module, digits())
     assert module.pruning_mask.num_pruned() == round(0.75 * _total(module))
 
@@ -202,37 +206,26 @@ def _stages_for_resume() -> SaliencyPruning:
         {"trigger": "val_top1", "value": 0.01, "fraction": 0.5},
         {"trigger": "val_top1", "value": 0.02, "fraction": 1.0},
     ]
-    return SaliencyPruning(method="magnitude", target_sparsity=0.8, stages=stages)
+    return SaliencyPruning(score="magnitude", target_sparsity=0.8, stages=stages)
 
 
-class _StopAfterEpoch(L.Callback):
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: ImageClassifier) -> None:
-        if trainer.current_epoch == self.epoch:
-            trainer.should_stop = True
-
-
-def test_resume_after_an_accuracy_stage_neither_repeats_nor_skips(tmp_path: Path) -> None:
+def test_resume_after_an_accuracy_stage_neither_repeats_nor_skips(
+    tmp_path: Path, interrupted_fit: Callable[..., Path]
+) -> None:
     L.seed_everything(0)
     uninterrupted = make_module()
     make_trainer(tmp_path / "a", max_epochs=3, callbacks=[_stages_for_resume()]).fit(uninterrupted, digits())
 
     L.seed_everything(0)
     first = make_module()
-    checkpoint = ModelCheckpoint(dirpath=tmp_path / "b", save_last=True)
     with pytest.warns(UserWarning, match="fired 1 of 2 stages"):
-        callbacks = [_stages_for_resume(), checkpoint, _StopAfterEpoch(0)]
-        make_trainer(tmp_path / "b", max_epochs=3, callbacks=callbacks).fit(first, digits())
+        last = interrupted_fit(first, [_stages_for_resume()], max_epochs=3, stop_after_epoch=0, datamodule=digits())
     assert [s["name"] for s in first.pruning_stages] == ["stage1/pruned", "fine_tuned"]
 
     L.seed_everything(123)
     resumed = make_module()
     callback = _stages_for_resume()
-    make_trainer(tmp_path / "c", max_epochs=3, callbacks=[callback]).fit(
-        resumed, digits(), ckpt_path=tmp_path / "b" / "last.ckpt"
-    )
+    make_trainer(tmp_path / "c", max_epochs=3, callbacks=[callback]).fit(resumed, digits(), ckpt_path=last)
     assert callback.stages_done == 2
     names = [s["name"] for s in resumed.pruning_stages]
     assert names == [s["name"] for s in uninterrupted.pruning_stages]
@@ -245,7 +238,7 @@ def test_unfired_stages_are_reported() -> None:
     L.seed_everything(0)
     module = make_module()
     stages = [{"trigger": "init", "fraction": 0.5}, {"trigger": "val_top1", "value": 1.0, "fraction": 1.0}]
-    callback = SaliencyPruning(method="magnitude", target_sparsity=0.6, stages=stages)
+    callback = SaliencyPruning(score="magnitude", target_sparsity=0.6, stages=stages)
     with pytest.warns(UserWarning, match="fired 1 of 2 stages"):
         make_trainer(None, max_epochs=1, callbacks=[callback]).fit(module, digits())
     assert module.pruning_mask.sparsity() == pytest.approx(0.3, abs=1e-5)
@@ -255,7 +248,7 @@ def test_latest_epoch_fires_a_stage_whose_accuracy_was_not_reached() -> None:
     L.seed_everything(0)
     module = make_module()
     stages = [{"trigger": "val_top1", "value": 1.0, "fraction": 1.0, "latest_epoch": 1}]
-    callback = SaliencyPruning(method="magnitude", target_sparsity=0.5, stages=stages)
+    callback = SaliencyPruning(score="magnitude", target_sparsity=0.5, stages=stages)
     make_trainer(None, max_epochs=2, callbacks=[callback]).fit(module, digits())
     stage = module.pruning_stages[0]
     assert (stage["epoch"], stage["fired_by"]) == (1, "latest_epoch")
@@ -269,7 +262,7 @@ def test_parse_stages_defaults_to_one_stage_at_init() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"method": "obd"}, ValueError, "snip"),
+        ({"score": "obd"}, ValueError, "snip"),
         ({"target_sparsity": 0.0}, ValueError, r"\(0, 1\)"),
         ({"target_sparsity": 1.0}, ValueError, r"\[0, 1\)"),
         ({"stages": []}, ValueError, "non-empty list"),
@@ -308,10 +301,10 @@ def test_parse_stages_defaults_to_one_stage_at_init() -> None:
         ),
         ({"samples_per_class": 5, "calibration_batches": 2}, ValueError, "not both"),
         ({"samples_per_class": 0}, ValueError, ">= 1"),
-        ({"method": "synflow", "samples_per_class": 10}, ValueError, "no calibration data"),
+        ({"score": "synflow", "samples_per_class": 10}, ValueError, "no calibration data"),
         ({"temperature": 0}, ValueError, "positive"),
         ({"bn_mode": "batch"}, UserError, r"bn_mode must be one of \['eval', 'train'\]"),
-        ({"method": "synflow", "bn_mode": "eval"}, UserError, "bn_mode applies to the methods that score"),
+        ({"score": "synflow", "bn_mode": "eval"}, UserError, "bn_mode applies to the scores with a bn_mode option"),
         ({"synflow_iterations": 0}, ValueError, ">= 1"),
     ],
 )

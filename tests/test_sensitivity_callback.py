@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -10,24 +11,23 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import callbacks.sensitivity as sensitivity_module
-import callbacks.sparse_export as sparse_export_module
+import lit_prune.pruning.sparse_files as sparse_files_module
 from callbacks.saliency_pruning import SaliencyPruning
 from callbacks.sensitivity import SENSITIVITY_FIGURE, SENSITIVITY_JSON, SensitivityAnalysis
-from callbacks.sparse_export import (
+from callbacks.sparse_export import SparseExport
+from lit_prune.module import ImageClassifier
+from lit_prune.pruning import PruningMask, prunable_parameters
+from lit_prune.pruning.sparse_files import (
     MASKS_FILE,
     SPARSE_EXPORT_FILE,
     SPARSE_WEIGHTS_FILE,
-    SparseExport,
     export_and_verify,
     verify_export,
 )
-from lit_prune.module import ImageClassifier
-from lit_prune.pruning import PruningMask, prunable_parameters
 from tests.pruning_helpers import digits, make_module, make_trainer
 
 
@@ -151,21 +151,13 @@ def test_real_run_writes_files_logs_the_figure_and_exports_verified_coo(in_tmp_d
     assert "prune/sparsity" in events.Tags()["scalars"]
 
 
-class _StopAfterEpoch(L.Callback):
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: ImageClassifier) -> None:
-        if trainer.current_epoch == self.epoch:
-            trainer.should_stop = True
-
-
-def test_resume_does_not_redo_the_sweep_and_keeps_the_mask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_does_not_redo_the_sweep_and_keeps_the_mask(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interrupted_fit: Callable[..., Path]
+) -> None:
     L.seed_everything(0)
     first = make_module()
-    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     analysis = SensitivityAnalysis(target_sparsity=0.5, sparsities=[0.0, 0.5, 0.9], eval_batches=1)
-    make_trainer(tmp_path, max_epochs=3, callbacks=[analysis, checkpoint, _StopAfterEpoch(0)]).fit(first, digits())
+    last = interrupted_fit(first, [analysis], max_epochs=3, stop_after_epoch=0, datamodule=digits())
 
     def _no_sweep(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the sensitivity sweep ran again after resuming")
@@ -173,7 +165,6 @@ def test_resume_does_not_redo_the_sweep_and_keeps_the_mask(tmp_path: Path, monke
     monkeypatch.setattr(sensitivity_module, "sensitivity_sweep", _no_sweep)
     resumed = make_module()
     callback = SensitivityAnalysis(target_sparsity=0.5, sparsities=[0.0, 0.5, 0.9], eval_batches=1)
-    last = tmp_path / "ckpt" / "last.ckpt"
     make_trainer(tmp_path, max_epochs=2, callbacks=[callback]).fit(resumed, digits(), ckpt_path=last)
     assert callback.done and callback.allocation == analysis.allocation
     assert resumed.pruning_mask.equals(first.pruning_mask)
@@ -229,8 +220,8 @@ def test_verification_catches_corrupted_values_indices_and_masks(tmp_path: Path)
 
 
 def test_a_mismatching_export_fails_the_run_and_is_recorded(in_tmp_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sparse_export_module, "verify_export", lambda *args: ["conv1.weight: 3 values differ"])
-    pruning = SaliencyPruning(method="magnitude", target_sparsity=0.5)
+    monkeypatch.setattr(sparse_files_module, "verify_export", lambda *args: ["conv1.weight: 3 values differ"])
+    pruning = SaliencyPruning(score="magnitude", target_sparsity=0.5)
     with pytest.raises(RuntimeError, match="3 values differ"):
         make_trainer(in_tmp_dir, max_epochs=1, callbacks=[SparseExport(), pruning]).fit(make_module(), digits())
     (export_file,) = in_tmp_dir.glob(f"lightning_logs/version_0/{SPARSE_EXPORT_FILE}")

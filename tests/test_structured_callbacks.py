@@ -15,10 +15,10 @@ from torch import nn
 
 from callbacks.channel_pruning import ChannelPruning, HeadPruning
 from callbacks.network_slimming import NetworkSlimming
-from callbacks.structured_pruning import parameter_count
 from lit_prune.cli import run_cli
 from lit_prune.module import ImageClassifier
 from lit_prune.pruning.channel_groups import prunable_groups
+from lit_prune.pruning.parameters import parameter_count
 from tests.pruning_helpers import digits, make_trainer
 
 
@@ -54,18 +54,18 @@ def _assert_history_matches_network(module: ImageClassifier) -> None:
 @pytest.mark.parametrize(
     ("network", "batch", "options"),
     [
-        ("resnet20", 8, {"criterion": "taylor", "taylor_batches": 2}),
+        ("resnet20", 8, {"score": "taylor", "calibration_batches": 2}),
         ("resnet32", 4, {"max_group_fraction": 0.5}),
-        ("resnet56", 4, {"criterion": "bn_scale", "normalize": False}),
+        ("resnet56", 4, {"score": "bn_scale", "normalize": False}),
         ("resnet18", 2, {"include_residual": False, "max_group_fraction": 0.6}),
-        ("vgg16_bn", 2, {"criterion": "l2", "scope": "layer"}),
+        ("vgg16_bn", 2, {"score": "l2", "scope": "layer"}),
     ],
 )
 def test_channel_pruning_removes_the_requested_parameter_fraction(network: str, batch: int, options: dict) -> None:
     L.seed_everything(0)
     module = _module(network)
     dense = parameter_count(module.network)
-    callback = ChannelPruning(param_fraction=0.3, prune_epoch=1, **options)
+    callback = ChannelPruning(removed_fraction=0.3, prune_epoch=1, **options)
     _trainer(None, max_epochs=2, callbacks=[callback]).fit(module, digits(batch))
 
     removed = 1.0 - parameter_count(module.network) / dense
@@ -83,14 +83,15 @@ def test_channel_pruning_removes_the_requested_parameter_fraction(network: str, 
     assert stages["baseline"]["params"] == dense
     assert stages["pruned"]["params"] == stages["fine_tuned"]["params"] == parameter_count(module.network)
     assert stages["pruned"]["epoch"] == 1 and stages["fine_tuned"]["epoch"] == 2
-    assert 0.0 <= stages["pruned"]["val_top1"] <= 1.0
+    validated = _trainer(None, max_epochs=1, callbacks=[]).validate(module, digits(batch), verbose=False)
+    assert stages["fine_tuned"]["val_top1"] == pytest.approx(validated[0]["val/top1"], abs=1e-6)
 
 
 def test_head_pruning_removes_heads_and_mlp_units_and_reloads(tmp_path: Path) -> None:
     L.seed_everything(0)
     module = _module("vit_tiny")
     dense = parameter_count(module.network)
-    callback = HeadPruning(param_fraction=0.3, fine_tune_epochs=1)
+    callback = HeadPruning(removed_fraction=0.3, fine_tune_epochs=1)
     trainer = _trainer(tmp_path, max_epochs=2, callbacks=[callback], logger=False)
     trainer.fit(module, digits(2))
 
@@ -116,7 +117,7 @@ def test_head_pruning_removes_heads_and_mlp_units_and_reloads(tmp_path: Path) ->
 def test_head_pruning_layer_scope_removes_one_head_per_block() -> None:
     L.seed_everything(0)
     module = _module("vit_tiny")
-    callback = HeadPruning(param_fraction=0.05, kinds=["heads"], scope="layer", prune_epoch=0)
+    callback = HeadPruning(removed_fraction=0.05, kinds=["heads"], scope="layer", prune_epoch=0)
     _trainer(None, max_epochs=1, callbacks=[callback]).fit(module, digits(2))
     assert [block.attn.num_heads for block in module.network.blocks] == [2] * 12
     assert all(block.mlp.fc1.out_features == 768 for block in module.network.blocks)
@@ -128,7 +129,7 @@ def test_shrunken_checkpoint_reloads_strictly_tests_from_the_cli_and_resumes(
     L.seed_everything(0)
     module = _module("resnet20", lr_scheduler=partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5))
     checkpoints = ModelCheckpoint(dirpath=in_tmp_dir / "ckpt", save_top_k=-1, filename="{epoch}")
-    callback = ChannelPruning(param_fraction=0.4, prune_epoch=1)
+    callback = ChannelPruning(removed_fraction=0.4, prune_epoch=1)
     trainer = _trainer(in_tmp_dir, max_epochs=2, callbacks=[callback, checkpoints])
     trainer.fit(module, digits(8))
     path = in_tmp_dir / "ckpt" / "epoch=1.ckpt"
@@ -157,7 +158,7 @@ def test_shrunken_checkpoint_reloads_strictly_tests_from_the_cli_and_resumes(
     assert _group_sizes(cli.model.network) == _group_sizes(module.network)
 
     resumed_module = _module("resnet20", lr_scheduler=partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5))
-    resumed_callback = ChannelPruning(param_fraction=0.4, prune_epoch=1)
+    resumed_callback = ChannelPruning(removed_fraction=0.4, prune_epoch=1)
     _trainer(in_tmp_dir, max_epochs=3, callbacks=[resumed_callback]).fit(resumed_module, digits(8), ckpt_path=path)
     assert resumed_module.surgery_history == module.surgery_history, "a resumed run must not prune again"
     assert [stage["name"] for stage in resumed_module.pruning_stages] == ["baseline", "pruned", "fine_tuned"]
@@ -172,7 +173,7 @@ def test_restart_lr_schedule_starts_the_schedule_again() -> None:
         def on_train_epoch_start(self, trainer: L.Trainer, pl_module: ImageClassifier) -> None:
             learning_rates.append(trainer.optimizers[0].param_groups[0]["lr"])
 
-    callback = ChannelPruning(param_fraction=0.2, prune_epoch=2, restart_lr_schedule=True)
+    callback = ChannelPruning(removed_fraction=0.2, prune_epoch=2, restart_lr_schedule=True)
     _trainer(None, max_epochs=3, callbacks=[callback, _Spy()]).fit(module, digits(8))
     assert learning_rates == pytest.approx([0.05, 0.025, 0.05])
 
@@ -217,16 +218,16 @@ def test_network_slimming_stops_after_surgery() -> None:
 @pytest.mark.parametrize(
     ("factory", "error", "message"),
     [
-        (lambda: ChannelPruning(param_fraction=1.0, prune_epoch=1), ValueError, r"\(0, 1\)"),
-        (lambda: ChannelPruning(param_fraction=0.0, prune_epoch=1), ValueError, r"\(0, 1\)"),
-        (lambda: ChannelPruning(param_fraction=0.3), ValueError, "exactly one of prune_epoch"),
-        (lambda: ChannelPruning(param_fraction=0.3, prune_epoch=1, fine_tune_epochs=2), ValueError, "exactly one"),
-        (lambda: ChannelPruning(param_fraction=0.3, prune_epoch=1, criterion="l3"), ValueError, "taylor"),
-        (lambda: ChannelPruning(param_fraction=0.3, prune_epoch=1, scope="local"), ValueError, "global"),
-        (lambda: ChannelPruning(param_fraction=0.3, prune_epoch=1, max_group_fraction=1.5), ValueError, r"\(0, 1\]"),
-        (lambda: ChannelPruning(param_fraction=0.3, fine_tune_epochs=0), ValueError, ">= 1"),
-        (lambda: HeadPruning(param_fraction=0.3, prune_epoch=1, kinds=["channels"]), ValueError, "mlp_units"),
-        (lambda: HeadPruning(param_fraction=0.3, prune_epoch=1, criterion="bn_scale"), ValueError, "batch norms"),
+        (lambda: ChannelPruning(removed_fraction=1.0, prune_epoch=1), ValueError, r"\(0, 1\)"),
+        (lambda: ChannelPruning(removed_fraction=0.0, prune_epoch=1), ValueError, r"\(0, 1\)"),
+        (lambda: ChannelPruning(removed_fraction=0.3), ValueError, "exactly one of prune_epoch"),
+        (lambda: ChannelPruning(removed_fraction=0.3, prune_epoch=1, fine_tune_epochs=2), ValueError, "exactly one"),
+        (lambda: ChannelPruning(removed_fraction=0.3, prune_epoch=1, score="l3"), ValueError, "taylor"),
+        (lambda: ChannelPruning(removed_fraction=0.3, prune_epoch=1, scope="local"), ValueError, "global"),
+        (lambda: ChannelPruning(removed_fraction=0.3, prune_epoch=1, max_group_fraction=1.5), ValueError, r"\(0, 1\]"),
+        (lambda: ChannelPruning(removed_fraction=0.3, fine_tune_epochs=0), ValueError, ">= 1"),
+        (lambda: HeadPruning(removed_fraction=0.3, prune_epoch=1, kinds=["channels"]), ValueError, "mlp_units"),
+        (lambda: HeadPruning(removed_fraction=0.3, prune_epoch=1, score="bn_scale"), ValueError, "batch norms"),
         (lambda: NetworkSlimming(penalty=-1e-4), ValueError, ">= 0"),
     ],
 )
@@ -238,15 +239,15 @@ def test_bad_options_fail_at_construction(factory: Any, error: type[Exception], 
 @pytest.mark.parametrize(
     ("network", "callback", "error", "message"),
     [
-        ("vit_tiny", lambda: ChannelPruning(param_fraction=0.3, prune_epoch=0), ValueError, "use HeadPruning"),
-        ("resnet20", lambda: HeadPruning(param_fraction=0.3, prune_epoch=0), ValueError, "use ChannelPruning"),
-        ("mlp", lambda: ChannelPruning(param_fraction=0.3, prune_epoch=0), TypeError, "supported networks"),
+        ("vit_tiny", lambda: ChannelPruning(removed_fraction=0.3, prune_epoch=0), ValueError, "use HeadPruning"),
+        ("resnet20", lambda: HeadPruning(removed_fraction=0.3, prune_epoch=0), ValueError, "use ChannelPruning"),
+        ("mlp", lambda: ChannelPruning(removed_fraction=0.3, prune_epoch=0), TypeError, "supported networks"),
         ("vit_tiny", lambda: NetworkSlimming(), ValueError, "no affine batch norm"),
-        ("resnet20", lambda: ChannelPruning(param_fraction=0.3, prune_epoch=5), ValueError, "max_epochs"),
-        ("resnet20", lambda: ChannelPruning(param_fraction=0.3, fine_tune_epochs=5), ValueError, "max_epochs"),
+        ("resnet20", lambda: ChannelPruning(removed_fraction=0.3, prune_epoch=5), ValueError, "max_epochs"),
+        ("resnet20", lambda: ChannelPruning(removed_fraction=0.3, fine_tune_epochs=5), ValueError, "max_epochs"),
         (
             "resnet20",
-            lambda: ChannelPruning(param_fraction=0.9, prune_epoch=0, max_group_fraction=0.5),
+            lambda: ChannelPruning(removed_fraction=0.9, prune_epoch=0, max_group_fraction=0.5),
             ValueError,
             "at most",
         ),
@@ -271,7 +272,7 @@ def test_lr_schedule_continues_after_surgery_with_an_optimizer_over_the_new_para
             learning_rates.append(trainer.optimizers[0].param_groups[0]["lr"])
             optimizer_params.append({id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]})
 
-    callback = ChannelPruning(param_fraction=0.2, prune_epoch=2)
+    callback = ChannelPruning(removed_fraction=0.2, prune_epoch=2)
     _trainer(None, max_epochs=3, callbacks=[callback, _Spy()]).fit(module, digits(8))
     assert learning_rates == pytest.approx([0.05, 0.025, 0.0125])
     assert optimizer_params[-1] == {id(p) for p in module.parameters()}
