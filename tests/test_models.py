@@ -19,7 +19,7 @@ from lit_prune.models import (
 )
 from lit_prune.models import registry
 
-ALL_MODELS = [
+SHIPPED_MODELS = [
     "resnet18", "resnet20", "resnet32", "resnet44", "resnet56", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn", "vit_tiny"
 ]  # fmt: skip
 BN_ENTRIES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
@@ -64,11 +64,12 @@ def _assert_same_state(actual: nn.Module, expected: nn.Module) -> None:
         assert torch.equal(actual_state[key], value), key
 
 
-def test_list_models_is_sorted_and_complete():
-    assert list_models() == ALL_MODELS
+def test_list_models_is_sorted_and_holds_the_shipped_models():
+    assert list_models() == sorted(list_models())
+    assert set(SHIPPED_MODELS) <= set(list_models())
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", list_models())
 def test_forward_and_backward_at_natural_size(name):
     torch.manual_seed(0)
     model = create_model(name, num_classes=7)
@@ -217,7 +218,7 @@ def test_resnet18_has_cifar_stem():
     assert feature_shapes == [(1, 512, 4, 4)]
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", list_models())
 def test_saved_state_dict_reloads_strictly(name, tmp_path):
     torch.manual_seed(0)
     original = create_model(name, num_classes=3)
@@ -276,7 +277,7 @@ def test_checked_load_leaves_model_untouched_on_error():
 def test_unknown_model_lists_available_names():
     with pytest.raises(ValueError, match="unknown model 'resnet21'") as error:
         create_model("resnet21")
-    for name in ALL_MODELS:
+    for name in list_models():
         assert name in str(error.value)
 
 
@@ -389,3 +390,16 @@ def test_vit_tiny_offline_download_suggests_checkpoint_path(monkeypatch):
     monkeypatch.setattr(timm, "create_model", offline_create_model)
     with pytest.raises(ConnectionError, match="offline.*checkpoint_path=FILE"):
         create_model("vit_tiny", image_size=224, pretrained=True)
+
+
+def test_timm_models_by_name_get_the_class_count():
+    model = create_model("timm:resnet10t", num_classes=7)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 7)
+    with pytest.raises(ValueError, match="timm has no model 'resnet10x'"):
+        create_model("timm:resnet10x")
+
+
+def test_unknown_model_points_to_class_path_and_timm():
+    with pytest.raises(ValueError, match="class_path") as error:
+        create_model("torchvision.models.mobilenet_v3_small")
+    assert "timm:NAME" in str(error.value)
