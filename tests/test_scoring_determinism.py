@@ -16,7 +16,7 @@ from lit_prune.models import create_model
 from lit_prune.pruning import prunable_groups, prunable_parameters
 from lit_prune.pruning.saliency import class_balanced_batches, grasp_scores, snip_scores
 from lit_prune.pruning.scoring_mode import scoring_mode
-from lit_prune.pruning.structured_importance import structured_importance, taylor_importance
+from lit_prune.pruning.group_scores import taylor_from_gradients, taylor_importance
 
 Batches = list[tuple[Tensor, Tensor]]
 
@@ -92,7 +92,7 @@ def _taylor_by_hand(model: nn.Module, batches: Batches, bn_mode: str) -> dict[st
             module.train(bn_mode == "train")
     for inputs, targets in batches:
         F.cross_entropy(reference(inputs), targets).backward()
-    return structured_importance(reference, prunable_groups(reference, kinds=["channels"]), "taylor")
+    return taylor_from_gradients(reference, prunable_groups(reference, kinds=["channels"]))
 
 
 def test_taylor_importance_is_the_accumulated_gradient_criterion_with_dropout_off() -> None:

@@ -1,6 +1,8 @@
 """Pure-PyTorch pruning core: masks, scores, selection, schedules, enforcement, structured surgery.
 
-Nothing here imports Lightning; callbacks decide *when* to call these functions.
+Nothing here imports Lightning; callbacks decide *when* to call these functions. Scores are
+registered by name (:func:`register_score`, :func:`get_score`, :func:`list_scores`); importing
+this package registers every score lit-prune ships.
 
 Typical one-shot global magnitude pruning::
 
@@ -20,14 +22,27 @@ from lit_prune.pruning.enforcement import (
     zero_pruned_gradients_,
     zero_pruned_weights_,
 )
+from lit_prune.pruning.fpgm import fpgm_importance
+from lit_prune.pruning.group_scores import (
+    bn_scale_importance,
+    l1_importance,
+    l2_importance,
+    taylor_from_gradients,
+    taylor_importance,
+)
 from lit_prune.pruning.head_surgery import remove_heads_, remove_mlp_units_
+from lit_prune.pruning.lamp import lamp_scores
 from lit_prune.pruning.mask import PruningMask
+from lit_prune.pruning.nm_sparsity import NMPattern, nm_prune_mask, parse_pattern
 from lit_prune.pruning.parameters import NORM_LAYER_TYPES, PRUNABLE_LAYER_TYPES, prunable_parameters
-from lit_prune.pruning.schedules import cubic_sparsity, fixed_steps, geometric, linear_steps, one_shot
 from lit_prune.pruning.saliency import class_balanced_batches, grasp_scores, snip_scores, synflow_prune_mask
+from lit_prune.pruning.schedules import cubic_sparsity, fixed_steps, geometric, linear_steps, one_shot
+from lit_prune.pruning.score_registry import Score, get_score, list_scores, register_score
 from lit_prune.pruning.scores import magnitude_scores, random_scores
 from lit_prune.pruning.selection import (
+    SCOPES,
     global_prune_mask,
+    iterative_prune_mask,
     layerwise_prune_mask,
     sparsity_after_step,
     validate_sparsity,
@@ -46,30 +61,44 @@ from lit_prune.pruning.unstructured import UnstructuredPruner
 __all__ = [
     "NORM_LAYER_TYPES",
     "PRUNABLE_LAYER_TYPES",
+    "SCOPES",
     "allocate_layer_sparsity",
+    "bn_scale_importance",
     "class_balanced_batches",
     "clear_pruned_optimizer_state_",
     "cubic_sparsity",
     "export_coo",
     "fixed_steps",
+    "fpgm_importance",
     "geometric",
+    "get_score",
     "global_prune_mask",
     "grasp_scores",
+    "iterative_prune_mask",
+    "l1_importance",
+    "l2_importance",
+    "lamp_scores",
     "layerwise_prune_mask",
     "linear_steps",
+    "list_scores",
     "magnitude_scores",
     "MaskEnforcer",
+    "NMPattern",
+    "nm_prune_mask",
     "one_shot",
+    "parse_pattern",
     "prunable_groups",
     "prunable_parameters",
     "PruningMask",
     "random_scores",
+    "register_score",
     "remap_mask",
     "remove_channels_",
     "remove_heads_",
     "remove_mlp_units_",
     "removed_parameter_fraction",
     "replay_history",
+    "Score",
     "select_channels",
     "select_channels_for_param_fraction",
     "sensitivity_sweep",
@@ -80,6 +109,8 @@ __all__ = [
     "structured_importance",
     "StructuredGroup",
     "synflow_prune_mask",
+    "taylor_from_gradients",
+    "taylor_importance",
     "to_sparse_inference",
     "UnstructuredPruner",
     "validate_sparsity",

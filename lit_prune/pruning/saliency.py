@@ -37,8 +37,9 @@ from torch.func import functional_call
 
 from lit_prune.pruning.mask import PruningMask
 from lit_prune.pruning.parameters import check_model_parameters, current_keep_masks
+from lit_prune.pruning.score_registry import register_score
 from lit_prune.pruning.scoring_mode import check_bn_mode, scoring_mode
-from lit_prune.pruning.selection import global_prune_mask, validate_sparsity
+from lit_prune.pruning.selection import global_prune_mask, iterative_prune_mask
 
 __all__ = [
     "LossFunction",
@@ -56,6 +57,7 @@ LossFunction = Callable[[Tensor, Tensor], Tensor]
 Batch = tuple[Tensor, Tensor]
 
 
+@register_score("snip", kind="weights", needs=("batches", "gradients"), label="SNIP", settings={"dropout": "off"})
 def snip_scores(
     model: nn.Module,
     params: Mapping[str, Tensor],
@@ -176,6 +178,14 @@ def hessian_gradient_product(
         return _hessian_gradient_product(model, leaves, keep, data, loss_fn, temperature)
 
 
+@register_score(
+    "grasp",
+    kind="weights",
+    needs=("batches", "gradients"),
+    label="GraSP",
+    calibration_splits=2,
+    settings={"dropout": "off"},
+)
 def grasp_scores(
     model: nn.Module,
     params: Mapping[str, Tensor],
@@ -252,6 +262,14 @@ def grasp_scores(
     }
 
 
+@register_score(
+    "synflow",
+    kind="weights",
+    needs=("input_shape", "gradients"),
+    label="SynFlow",
+    iterative=True,
+    settings={"bn_mode": "eval", "dtype": "float64"},
+)
 def synflow_scores(
     model: nn.Module,
     params: Mapping[str, Tensor],
@@ -334,27 +352,16 @@ def synflow_prune_mask(
             :func:`synflow_scores`.
     """
     named = check_model_parameters(model, params)
-    keep = current_keep_masks(named, current_mask)
+    current_keep_masks(named, current_mask)
     shape = _check_input_shape(input_shape)
-    sparsity = validate_sparsity(sparsity)
-    iterations = _check_count(iterations, "iterations")
-    mask = PruningMask(
-        {
-            name: keep[name].clone() if keep[name] is not None else torch.ones_like(param, dtype=torch.bool)
-            for name, param in named.items()
-        }
+    return iterative_prune_mask(
+        named,
+        lambda mask: synflow_scores(model, named, shape, mask),
+        lambda scores, step_sparsity, mask: global_prune_mask(scores, step_sparsity, mask),
+        sparsity,
+        iterations,
+        current_mask,
     )
-    start_density = 1.0 - mask.sparsity()
-    target_density = 1.0 - sparsity
-    if mask.num_pruned() >= round(sparsity * mask.num_total()):
-        return mask
-    with scoring_mode(model, "eval"):
-        for step in range(1, iterations + 1):
-            density = start_density * (target_density / start_density) ** (step / iterations)
-            step_sparsity = sparsity if step == iterations else min(1.0 - density, sparsity)
-            scores = _synflow_scores(model, named, dict(mask.items()), shape)
-            mask = global_prune_mask(scores, step_sparsity, mask)
-    return mask
 
 
 def class_balanced_batches(

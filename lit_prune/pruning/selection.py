@@ -3,7 +3,10 @@
 Selection removes the lowest-scoring weights, either with one threshold over all selected
 parameters (global) or with a fraction per parameter (layer-wise). Both are exact: the number
 of pruned weights is ``round(sparsity * count)`` (globally, or per parameter), and
-already-pruned weights stay pruned and count towards the target, so masks only shrink.
+already-pruned weights stay pruned and count towards the target, so masks only shrink. Both
+take an optional ``eligible`` mask of the surviving weights a step may remove (N:M sparsity,
+:mod:`lit_prune.pruning.nm_sparsity`, allows only so many per group of M), and
+:func:`iterative_prune_mask` reaches a target in many re-scored steps (SynFlow).
 
 Ties at the cut (scores equal to the threshold, of which only some must go) are broken by the
 :data:`TIE_RULE`: every weight has a pseudo-random 62-bit key drawn from a generator seeded
@@ -21,7 +24,7 @@ remove every score ``<=`` a threshold (all ties removed).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from fnmatch import fnmatchcase
 
 import torch
@@ -31,12 +34,18 @@ from lit_prune.pruning.mask import PruningMask
 
 __all__ = [
     "DEFAULT_TIE_SEED",
+    "SCOPES",
     "TIE_RULE",
     "global_prune_mask",
+    "iterative_prune_mask",
     "layerwise_prune_mask",
     "sparsity_after_step",
+    "tie_keys",
     "validate_sparsity",
 ]
+
+SCOPES: tuple[str, ...] = ("global", "layer")
+"""``global``: one ranking over all layers (or groups); ``layer``: the same fraction from each."""
 
 TIE_RULE = "seeded_random"
 """How ties at the cut are broken: by a pseudo-random key of (seed, parameter name, index)."""
@@ -77,6 +86,7 @@ def global_prune_mask(
     sparsity: float,
     current_mask: PruningMask | None = None,
     tie_seed: int = DEFAULT_TIE_SEED,
+    eligible: Mapping[str, Tensor] | None = None,
 ) -> PruningMask:
     """Prunes the lowest-scoring weights under one threshold shared by all parameters.
 
@@ -94,6 +104,8 @@ def global_prune_mask(
         sparsity: Target fraction of pruned weights over all of ``scores``, in ``[0, 1)``.
         current_mask: The mask so far; parameters it does not name are fully kept.
         tie_seed: Seed of the tie-breaking keys.
+        eligible: Optional name to bool tensor: only surviving weights marked ``True`` may be
+            pruned by this step (all of them when None).
 
     Returns:
         A mask over exactly the names of ``scores``, each on its score's device.
@@ -101,7 +113,8 @@ def global_prune_mask(
     Raises:
         TypeError: If ``scores``, ``sparsity`` or ``tie_seed`` has the wrong type.
         ValueError: If ``sparsity`` is outside ``[0, 1)``, ``scores`` is empty or holds NaN,
-            or ``current_mask`` names other parameters or shapes.
+            ``current_mask`` names other parameters or shapes, or the eligible weights are
+            too few to reach the target.
     """
     sparsity = validate_sparsity(sparsity)
     tie_seed = _check_tie_seed(tie_seed)
@@ -111,8 +124,9 @@ def global_prune_mask(
     dtype = _score_dtype(scores)
     flat_scores = torch.cat([scores[n].detach().reshape(-1).to(device=device, dtype=dtype) for n in names])
     flat_kept = torch.cat([kept[n].reshape(-1).to(device) for n in names])
+    flat_eligible = None if eligible is None else torch.cat([eligible[n].reshape(-1).to(device) for n in names])
     target = round(sparsity * flat_scores.numel())
-    flat_kept = _prune_lowest(flat_scores, flat_kept, target, _TieKeys(scores, tie_seed))
+    flat_kept = _prune_lowest(flat_scores, flat_kept, target, _TieKeys(scores, tie_seed), flat_eligible)
     pieces = torch.split(flat_kept, [scores[n].numel() for n in names])
     return PruningMask(
         {n: piece.reshape(scores[n].shape).to(scores[n].device) for n, piece in zip(names, pieces)}
@@ -124,6 +138,7 @@ def layerwise_prune_mask(
     sparsity: float | Mapping[str, float],
     current_mask: PruningMask | None = None,
     tie_seed: int = DEFAULT_TIE_SEED,
+    eligible: Mapping[str, Tensor] | None = None,
 ) -> PruningMask:
     """Prunes a given fraction of each parameter's lowest-scoring weights.
 
@@ -142,6 +157,8 @@ def layerwise_prune_mask(
             current mask.
         current_mask: The mask so far; parameters it does not name are fully kept.
         tie_seed: Seed of the tie-breaking keys.
+        eligible: Optional name to bool tensor: only surviving weights marked ``True`` may be
+            pruned by this step (all of them when None).
 
     Returns:
         A mask over exactly the names of ``scores``, each on its score's device.
@@ -149,7 +166,8 @@ def layerwise_prune_mask(
     Raises:
         TypeError: If ``scores``, ``sparsity`` or ``tie_seed`` has the wrong type.
         ValueError: If a fraction is outside ``[0, 1)``, a pattern matches no parameter,
-            ``scores`` is empty or holds NaN, or ``current_mask`` names other parameters or shapes.
+            ``scores`` is empty or holds NaN, ``current_mask`` names other parameters or
+            shapes, or a parameter's eligible weights are too few to reach its target.
     """
     tie_seed = _check_tie_seed(tie_seed)
     kept = _current_keep(scores, current_mask)
@@ -161,7 +179,8 @@ def layerwise_prune_mask(
             flat = score.detach().reshape(-1).to(torch.promote_types(score.dtype, torch.float32))
             target = round(targets[name] * score.numel())
             ties = _TieKeys({name: score}, tie_seed)
-            keep = _prune_lowest(flat, keep.reshape(-1), target, ties).reshape(score.shape)
+            allowed = None if eligible is None else eligible[name].reshape(-1).to(score.device)
+            keep = _prune_lowest(flat, keep.reshape(-1), target, ties, allowed).reshape(score.shape)
         result[name] = keep
     return PruningMask(result)
 
@@ -188,6 +207,77 @@ def sparsity_after_step(current_sparsity: float, fraction_of_remaining: float) -
     return 1.0 - (1.0 - current_sparsity) * (1.0 - fraction_of_remaining)
 
 
+def iterative_prune_mask(
+    params: Mapping[str, Tensor],
+    score: Callable[[PruningMask], Mapping[str, Tensor]],
+    select: Callable[[Mapping[str, Tensor], float, PruningMask], PruningMask],
+    sparsity: float,
+    iterations: int,
+    current_mask: PruningMask | None = None,
+) -> PruningMask:
+    """Reaches ``sparsity`` in ``iterations`` rounds, re-scoring the survivors before each.
+
+    The schedule of SynFlow (Tanaka et al., 2020, "Pruning neural networks without any data by
+    iteratively conserving synaptic flow", NeurIPS, Algorithm 1): the kept fraction after
+    round ``k`` is ``d_0 · (d / d_0) ** (k / iterations)``, from the current density ``d_0``
+    (1 without ``current_mask``) to the target density ``d = 1 - sparsity``; the last round
+    lands exactly on the target.
+
+    Args:
+        params: Name to parameter of the weights pruned (for their shapes and devices).
+        score: ``score(mask)`` scores the network with the pruned weights of ``mask`` at zero.
+        select: ``select(scores, sparsity, mask)`` prunes the survivors of ``mask`` to ``sparsity``.
+        sparsity: Target fraction of pruned weights over ``params``, in ``[0, 1)``.
+        iterations: Number of score-and-prune rounds, >= 1.
+        current_mask: The mask so far; its pruned weights stay pruned. When it already reaches
+            ``sparsity`` its pattern is returned unchanged.
+
+    Returns:
+        The mask over exactly the names of ``params``.
+
+    Raises:
+        TypeError: If ``iterations`` is not an int.
+        ValueError: If ``sparsity`` is outside ``[0, 1)`` or ``iterations`` is below 1.
+    """
+    sparsity = validate_sparsity(sparsity)
+    if isinstance(iterations, bool) or not isinstance(iterations, int):
+        raise TypeError(f"iterations must be an int >= 1, got {iterations!r}")
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    keep = {} if current_mask is None else dict(current_mask.items())
+    mask = PruningMask(
+        {
+            name: keep[name].to(param.device).clone() if name in keep else torch.ones_like(param, dtype=torch.bool)
+            for name, param in params.items()
+        }
+    )
+    start_density = 1.0 - mask.sparsity()
+    target_density = 1.0 - sparsity
+    if mask.num_pruned() >= round(sparsity * mask.num_total()):
+        return mask
+    for step in range(1, iterations + 1):
+        density = start_density * (target_density / start_density) ** (step / iterations)
+        step_sparsity = sparsity if step == iterations else min(1.0 - density, sparsity)
+        mask = select(score(mask), step_sparsity, mask)
+    return mask
+
+
+def tie_keys(name: str, size: int, tie_seed: int = DEFAULT_TIE_SEED) -> Tensor:
+    """The tie-breaking keys of a parameter's ``size`` flat positions (see the :data:`TIE_RULE`).
+
+    Args:
+        name: The parameter's name (its keys depend on it, not on its place among others).
+        size: Its number of elements.
+        tie_seed: Seed of the keys.
+
+    Returns:
+        A CPU ``int64`` tensor of ``size`` keys in ``[0, 2**62)``; lower keys go first.
+    """
+    digest = hashlib.sha256(f"{tie_seed}/{name}".encode()).digest()
+    generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") % (2**63))
+    return torch.randint(0, _KEY_BOUND, (size,), generator=generator)
+
+
 class _TieKeys:
     """The tie-breaking order of flat positions in the concatenation of ``scores`` (in its order).
 
@@ -211,34 +301,38 @@ class _TieKeys:
         for position in owner.unique().tolist():
             name = self._names[position]
             here = owner == position
-            keys[here] = self._keys(name, self._sizes[position])[local[here]]
+            keys[here] = tie_keys(name, self._sizes[position], self._seed)[local[here]]
             ranks[here] = self._name_rank[name]
         order = torch.argsort(local, stable=True)
         order = order[torch.argsort(ranks[order], stable=True)]
         return order[torch.argsort(keys[order], stable=True)]
 
-    def _keys(self, name: str, size: int) -> Tensor:
-        digest = hashlib.sha256(f"{self._seed}/{name}".encode()).digest()
-        generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") % (2**63))
-        return torch.randint(0, _KEY_BOUND, (size,), generator=generator)
 
-
-def _prune_lowest(flat_scores: Tensor, flat_kept: Tensor, target: int, tie_keys: _TieKeys) -> Tensor:
+def _prune_lowest(
+    flat_scores: Tensor, flat_kept: Tensor, target: int, ties: _TieKeys, flat_eligible: Tensor | None = None
+) -> Tensor:
     """Returns ``flat_kept`` with its lowest-scoring kept entries pruned until ``target`` are pruned.
 
-    Of the entries tied at the threshold, those first in ``tie_keys`` order go.
+    Only kept entries that ``flat_eligible`` marks (all when None) may go. Of the entries tied
+    at the threshold, those first in ``ties`` order go.
     """
     to_prune = target - (flat_kept.numel() - int(flat_kept.count_nonzero()))
     if to_prune <= 0:
         return flat_kept.clone()
-    kept_index = flat_kept.nonzero().squeeze(1)
+    removable = flat_kept if flat_eligible is None else flat_kept & flat_eligible
+    kept_index = removable.nonzero().squeeze(1)
+    if to_prune > kept_index.numel():
+        raise ValueError(
+            f"cannot prune {to_prune} more weights: only {kept_index.numel()} surviving weights may go in this step "
+            "(an N:M pattern allows at most M-N pruned weights in each group of M)"
+        )
     candidates = flat_scores[kept_index]
     threshold = torch.kthvalue(candidates, to_prune).values
     chosen = candidates < threshold
     missing = to_prune - int(chosen.count_nonzero())
     tied = (candidates == threshold).nonzero().squeeze(1)
     if missing < tied.numel():
-        tied = tied[tie_keys.order(kept_index[tied].cpu()).to(tied.device)]
+        tied = tied[ties.order(kept_index[tied].cpu()).to(tied.device)]
     chosen[tied[:missing]] = True
     result = flat_kept.clone()
     result[kept_index[chosen]] = False

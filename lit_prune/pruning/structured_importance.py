@@ -1,23 +1,10 @@
-"""Importance of structured units and the choice of which to remove.
+"""Scoring structured units by a registered score, and the choice of which to remove.
 
-Scores (:func:`structured_importance`) give one number per unit of each
-:class:`~lit_prune.pruning.channel_groups.StructuredGroup`; higher means more important. They
-are computed over the slices that *produce* a unit (convolution filters and biases, batch-norm
-entries, ``qkv``/``gate`` rows of a head, ``fc1`` rows of an MLP unit), and for a coupled group
-(a ResNet residual stream) the score of each member layer is summed:
-
-- ``"l1"`` / ``"l2"``: norm of the unit's producing weights (Li et al., 2017, "Pruning
-  Filters for Efficient ConvNets", ICLR); the sum of the per-layer norms in a coupled group;
-- ``"bn_scale"``: ``|gamma|`` of the unit's batch norm, summed over the group's batch norms
-  (network slimming, Liu et al., 2017, "Learning Efficient Convolutional Networks through
-  Network Slimming", ICCV);
-- ``"taylor"``: first-order Taylor estimate of the loss change when the unit is removed,
-  ``|sum(g * w)|`` over each producing layer's slice (weights and biases, batch-norm scale and
-  shift) from the gradients accumulated in ``.grad``, summed over the layers of the group
-  (Molchanov et al., 2019, "Importance Estimation for Neural Network Pruning", CVPR, which
-  squares the sum; the absolute value orders a single layer's units the same way).
-  :func:`taylor_importance` accumulates those gradients over calibration batches
-  deterministically: dropout and drop-path off, batch norm on batch statistics by default.
+:func:`structured_importance` scores every unit of each
+:class:`~lit_prune.pruning.channel_groups.StructuredGroup` with a score of kind ``groups`` from
+:mod:`lit_prune.pruning.score_registry` (``l1``, ``l2``, ``bn_scale``, ``taylor`` in
+:mod:`lit_prune.pruning.group_scores`, ``fpgm`` in :mod:`lit_prune.pruning.fpgm`, or a user's
+own); higher means more important.
 
 Selection removes the lowest-scoring units. ``scope="global"`` ranks all units of all groups
 together (``normalize=True`` first divides each group's scores by their mean, so groups of
@@ -31,111 +18,50 @@ Ties are broken by position (earlier group, then lower index, goes first).
 
 from __future__ import annotations
 
-import copy
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_prune.errors import UserError
-from lit_prune.pruning.channel_groups import StructuredGroup, TensorSlice
-from lit_prune.pruning.scoring_mode import check_bn_mode, scoring_mode
+from lit_prune.pruning.channel_groups import StructuredGroup
+from lit_prune.pruning.group_scores import check_groups
+from lit_prune.pruning.score_registry import get_score
+from lit_prune.pruning.selection import SCOPES
 
 __all__ = [
-    "IMPORTANCE_CRITERIA",
-    "SELECTION_SCOPES",
     "removed_parameter_fraction",
     "select_channels",
     "select_channels_for_param_fraction",
     "structured_importance",
-    "taylor_importance",
 ]
-
-IMPORTANCE_CRITERIA: tuple[str, ...] = ("l1", "l2", "bn_scale", "taylor")
-"""Names accepted by :func:`structured_importance`."""
-
-SELECTION_SCOPES: tuple[str, ...] = ("global", "layer")
-"""``global``: one ranking over all groups; ``layer``: the same fraction from every group."""
 
 
 def structured_importance(
-    model: nn.Module, groups: Mapping[str, StructuredGroup], criterion: str = "l1"
+    model: nn.Module, groups: Mapping[str, StructuredGroup], score: str = "l1", **inputs: Any
 ) -> dict[str, Tensor]:
-    """Scores every unit of ``groups`` (higher = more important).
+    """Scores every unit of ``groups`` with a registered score of kind ``groups`` (higher = keep).
 
     Args:
         model: The network the groups were built from, at its current widths.
         groups: Group name to group, e.g. from
             :func:`~lit_prune.pruning.channel_groups.prunable_groups`.
-        criterion: One of :data:`IMPORTANCE_CRITERIA` (see the module docstring).
+        score: A name from ``list_scores("groups")`` or an import path of a registered score.
+        **inputs: What the score needs (``batches`` for ``taylor``) and its options.
 
     Returns:
         Group name to a 1-D float32 tensor of ``group.size`` scores, detached, on the device
         of the group's parameters.
 
     Raises:
+        UserError: If ``score`` is unknown or not of kind ``groups``, or a need is missing.
         TypeError: If ``groups`` is not a mapping of groups.
-        ValueError: If ``criterion`` is unknown, ``bn_scale`` is asked of a group without a
-            batch norm, ``taylor`` finds a parameter without ``.grad``, or a group no longer
-            matches the model's widths.
+        ValueError: If ``bn_scale`` is asked of a group without a batch norm, or a group no
+            longer matches the model's widths.
     """
-    if criterion not in IMPORTANCE_CRITERIA:
-        raise ValueError(f"unknown importance criterion {criterion!r}; allowed: {list(IMPORTANCE_CRITERIA)}")
-    _check_groups(groups)
-    return {name: _group_importance(model, group, criterion) for name, group in groups.items()}
-
-
-def taylor_importance(
-    model: nn.Module,
-    groups: Mapping[str, StructuredGroup],
-    batches: Iterable[tuple[Tensor, Tensor]],
-    loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
-    bn_mode: str = "train",
-) -> dict[str, Tensor]:
-    """Scores every unit of ``groups`` by the first-order Taylor criterion on calibration batches.
-
-    Molchanov, Mallya, Tyree, Frosio & Kautz, 2019, "Importance Estimation for Neural Network
-    Pruning" (CVPR). The gradients of ``loss_fn`` summed over ``batches`` are accumulated on a
-    copy of ``model`` (so the model's ``.grad``, batch-norm statistics and modes are untouched)
-    and scored as ``structured_importance(copy, groups, "taylor")``. The copy runs under
-    :func:`~lit_prune.pruning.scoring_mode.scoring_mode`: dropout and drop-path are off, so the
-    scores depend only on the network and the batches, never on the random state. Batch norm
-    uses the statistics of each batch by default, as in the authors' code (NVlabs/Taylor_pruning
-    accumulates the criterion over training iterations, ``model.train()``); ``bn_mode="eval"``
-    uses the running statistics instead.
-
-    Args:
-        model: The network the groups were built from, at its current widths.
-        groups: Group name to group, e.g. from
-            :func:`~lit_prune.pruning.channel_groups.prunable_groups`.
-        batches: Calibration batches ``(inputs, targets)`` on the model's device.
-        loss_fn: ``loss_fn(logits, targets)`` returning the batch-mean loss.
-        bn_mode: ``"train"`` (default) or ``"eval"``, see above.
-
-    Returns:
-        As :func:`structured_importance`: group name to a 1-D float32 tensor of unit scores.
-
-    Raises:
-        UserError: If ``bn_mode`` is not ``"eval"`` or ``"train"`` or ``batches`` is empty.
-        TypeError: If ``groups`` is not a mapping of groups.
-        ValueError: If a group no longer matches the model's widths.
-    """
-    bn_mode = check_bn_mode(bn_mode)
-    _check_groups(groups)
-    network = copy.deepcopy(model)
-    network.zero_grad(set_to_none=True)
-    count = 0
-    with scoring_mode(network, bn_mode):
-        for inputs, targets in batches:
-            loss_fn(network(inputs), targets).backward()
-            count += 1
-    if count == 0:
-        raise UserError(
-            "batches is empty: the taylor criterion needs at least one calibration batch (inputs, targets)"
-        )
-    return structured_importance(network, groups, "taylor")
+    check_groups(groups)
+    return get_score(score, kind="groups")(model=model, groups=groups, **inputs)
 
 
 def select_channels(
@@ -154,7 +80,7 @@ def select_channels(
     Args:
         scores: Group name to 1-D unit scores (e.g. from :func:`structured_importance`).
         ratio: Fraction of units to remove, in ``[0, 1)``.
-        scope: One of :data:`SELECTION_SCOPES`.
+        scope: One of :data:`~lit_prune.pruning.selection.SCOPES`.
         normalize: For ``scope="global"``, divide each group's scores by their mean first.
         max_group_fraction: Largest fraction of any one group's units that may go, in ``(0, 1]``
             (at least one unit always stays).
@@ -215,7 +141,7 @@ def select_channels_for_param_fraction(
         groups: Group name to group; only groups named in ``scores`` are pruned.
         scores: Group name to 1-D unit scores (e.g. from :func:`structured_importance`).
         param_fraction: Fraction of the model's parameters to remove, in ``(0, 1)``.
-        scope: One of :data:`SELECTION_SCOPES`.
+        scope: One of :data:`~lit_prune.pruning.selection.SCOPES`.
         normalize: For ``scope="global"``, divide each group's scores by their mean first.
         max_group_fraction: Largest fraction of any one group's units that may go, in ``(0, 1]``.
 
@@ -231,7 +157,7 @@ def select_channels_for_param_fraction(
     param_fraction = _check_fraction(param_fraction, "param_fraction", allow_zero=False)
     scores = _check_scores(scores)
     scope = _check_scope(scope)
-    _check_groups(groups)
+    check_groups(groups)
     _check_scores_match(scores, groups)
     caps = _caps(scores, max_group_fraction)
     counter = _ParameterCounter(model, {name: groups[name] for name in scores})
@@ -272,7 +198,7 @@ def removed_parameter_fraction(
     Raises:
         ValueError: If ``keep`` names a group that ``groups`` does not hold.
     """
-    _check_groups(groups)
+    check_groups(groups)
     unknown = sorted(set(keep) - set(groups))
     if unknown:
         raise ValueError(f"keep names unknown groups {unknown}; groups are: {', '.join(groups)}")
@@ -310,70 +236,6 @@ class _ParameterCounter:
         return 1.0 - remaining / self.total
 
 
-def _group_importance(model: nn.Module, group: StructuredGroup, criterion: str) -> Tensor:
-    modules = dict(model.named_modules())
-    total: Tensor | None = None
-    if criterion in ("l1", "l2"):
-        for tensor_slice in group.slices:
-            if tensor_slice.role == "producer" and tensor_slice.attr == "weight":
-                rows = _unit_rows(model, group, tensor_slice, modules[tensor_slice.module].weight)
-                score = rows.abs().sum(1) if criterion == "l1" else rows.pow(2).sum(1).sqrt()
-                total = score if total is None else total + score
-    elif criterion == "bn_scale":
-        for tensor_slice in group.slices:
-            module = modules[tensor_slice.module]
-            if isinstance(module, nn.modules.batchnorm._BatchNorm) and tensor_slice.attr == "weight":
-                score = _unit_rows(model, group, tensor_slice, module.weight).abs().sum(1)
-                total = score if total is None else total + score
-        if total is None:
-            raise ValueError(
-                f"criterion 'bn_scale' needs an affine batch norm on the units of group {group.name!r} "
-                f"({group.kind}); use 'l1', 'l2' or 'taylor' there"
-            )
-    else:
-        per_module: dict[str, Tensor] = {}
-        for tensor_slice in group.slices:
-            tensor = getattr(modules[tensor_slice.module], tensor_slice.attr)
-            if tensor_slice.role == "consumer" or not isinstance(tensor, nn.Parameter):
-                continue
-            if tensor.grad is None:
-                raise ValueError(
-                    f"criterion 'taylor' needs gradients accumulated in .grad, but {tensor_slice.tensor_name} "
-                    "has none; run loss.backward() on a few batches before scoring"
-                )
-            products = _unit_rows(model, group, tensor_slice, tensor.grad * tensor).sum(1)
-            previous = per_module.get(tensor_slice.module)
-            per_module[tensor_slice.module] = products if previous is None else previous + products
-        for products in per_module.values():
-            total = products.abs() if total is None else total + products.abs()
-    if total is None:
-        raise ValueError(f"group {group.name!r} has no producing weights to score with {criterion!r}")
-    return total.detach().float()
-
-
-def _unit_rows(model: nn.Module, group: StructuredGroup, tensor_slice: TensorSlice, tensor: Tensor) -> Tensor:
-    """Rearranges ``tensor`` to ``(units, everything the unit owns in it)``."""
-    dim_size = tensor.shape[tensor_slice.dim]
-    if tensor_slice.num_units(dim_size) != group.size:
-        raise ValueError(
-            f"group {group.name!r} was built for {group.size} units but {tensor_slice.tensor_name} holds "
-            f"{tensor_slice.num_units(dim_size)}; call prunable_groups(model) again after surgery"
-        )
-    moved = tensor.detach().movedim(tensor_slice.dim, 0)
-    chunked = moved.reshape(tensor_slice.chunks, group.size, tensor_slice.width, -1)
-    return chunked.transpose(0, 1).reshape(group.size, -1)
-
-
-def _check_groups(groups: Mapping[str, StructuredGroup]) -> None:
-    if not isinstance(groups, Mapping) or not groups:
-        raise TypeError(
-            "groups must be a non-empty mapping of name to StructuredGroup, e.g. prunable_groups(model)"
-        )
-    for name, group in groups.items():
-        if not isinstance(group, StructuredGroup):
-            raise TypeError(f"groups[{name!r}] must be a StructuredGroup, got {type(group).__name__}")
-
-
 def _check_fraction(value: float, name: str, allow_zero: bool) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {value!r}")
@@ -386,8 +248,8 @@ def _check_fraction(value: float, name: str, allow_zero: bool) -> float:
 
 
 def _check_scope(scope: str) -> str:
-    if scope not in SELECTION_SCOPES:
-        raise ValueError(f"unknown selection scope {scope!r}; allowed: {list(SELECTION_SCOPES)}")
+    if scope not in SCOPES:
+        raise ValueError(f"unknown selection scope {scope!r}; allowed: {list(SCOPES)}")
     return scope
 
 
