@@ -41,6 +41,17 @@ def make_trainer(root: Path | None, max_epochs: int, callbacks: list[Any], **kwa
     return L.Trainer(callbacks=callbacks, **options)
 
 
+def randomize_batch_norms(model: torch.nn.Module) -> None:
+    """Gives every batch norm non-trivial affine parameters and running statistics."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.5, 0.5)
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+
+
 def digits(batch_size: int = 32) -> DigitsDataModule:
     """The digits data module used by the callback tests."""
     return DigitsDataModule(batch_size=batch_size, seed=0)

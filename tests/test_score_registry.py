@@ -28,6 +28,7 @@ from lit_prune.pruning import (
 )
 from lit_prune.pruning.score_registry import NEEDS, SCORE_KINDS
 from lit_prune.pruning.unstructured import UnstructuredPruner
+from tests.pruning_helpers import randomize_batch_norms
 
 SHIPPED = {
     "weights": ["grasp", "lamp", "magnitude", "random", "snip", "synflow"],
@@ -40,13 +41,7 @@ def _network() -> nn.Module:
     """ResNet-20 with random batch-norm statistics and affine parameters, in training mode."""
     torch.manual_seed(0)
     model = create_model("resnet20", num_classes=10)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-                module.running_mean.uniform_(-0.1, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
+    randomize_batch_norms(model)
     model.layer2.eval()  # a mixed state, which scoring must leave as it is
     return model
 

@@ -24,6 +24,7 @@ from lit_prune.pruning.structured_importance import (
     structured_importance,
 )
 from lit_prune.pruning.surgery_history import check_history, remap_mask, replay_history
+from tests.pruning_helpers import randomize_batch_norms
 
 SMALL_VGG_CONFIG = (8, "M", 16, "M", 16, "M", 512, "M")
 
@@ -49,17 +50,6 @@ def _vit_with_norms() -> VisionTransformer:
         scale_attn_norm=True,
         scale_mlp_norm=True,
     )
-
-
-def _randomize_batch_norms(model: nn.Module) -> None:
-    """Gives every batch norm non-trivial affine parameters and running statistics."""
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.5, 0.5)
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 1.5)
 
 
 def _zero_batch_norm_channels(model: nn.Module, norm_names: list[str], channels: list[int]) -> None:
@@ -201,7 +191,7 @@ def test_keep_lists_are_validated() -> None:
 def test_removing_vgg_channels_with_zero_batch_norm_leaves_outputs_unchanged() -> None:
     torch.manual_seed(0)
     model = _small_vgg()
-    _randomize_batch_norms(model)
+    randomize_batch_norms(model)
     model.eval()
     groups = prunable_groups(model)
     removed = {"features.0": [1, 5], "features.4": [0, 3, 15], "features.8": [7], "features.12": [0, 100, 511]}
@@ -218,7 +208,7 @@ def test_removing_vgg_channels_with_zero_batch_norm_leaves_outputs_unchanged() -
 def test_removing_resnet_channels_with_zero_batch_norm_leaves_outputs_unchanged() -> None:
     torch.manual_seed(0)
     model = create_model("resnet20")
-    _randomize_batch_norms(model)
+    randomize_batch_norms(model)
     model.eval()
     groups = prunable_groups(model)
     internal = {"layer1.1.conv1": [0, 9], "layer3.2.conv1": [4, 5, 63]}
@@ -341,7 +331,7 @@ def test_unstructured_mask_survives_surgery() -> None:
 def test_norm_and_batch_norm_importance() -> None:
     torch.manual_seed(0)
     model = create_model("resnet20")
-    _randomize_batch_norms(model)
+    randomize_batch_norms(model)
     groups = prunable_groups(model)
     l1 = structured_importance(model, groups, "l1")
     l2 = structured_importance(model, groups, "l2")

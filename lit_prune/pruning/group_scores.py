@@ -70,16 +70,7 @@ def l1_importance(model: nn.Module, groups: Mapping[str, StructuredGroup]) -> di
 def l2_importance(model: nn.Module, groups: Mapping[str, StructuredGroup]) -> dict[str, Tensor]:
     """Scores every unit by the L2 norm of its producing weights (Li et al., 2017).
 
-    Args:
-        model: The network the groups were built from, at its current widths.
-        groups: Group name to group.
-
-    Returns:
-        Group name to a 1-D float32 tensor of ``group.size`` scores, detached.
-
-    Raises:
-        TypeError: If ``groups`` is not a mapping of groups.
-        ValueError: If a group no longer matches the model's widths or has no producing weights.
+    Args, returns and errors as :func:`l1_importance`.
     """
     return _per_layer_sum(model, groups, "l2", lambda rows: rows.pow(2).sum(1).sqrt())
 

@@ -160,13 +160,7 @@ class UnstructuredPruner:
             UserError: With a ``pattern``, if an ``include`` entry names a parameter it does not
                 apply to, or it applies to none of the selected parameters.
         """
-        params = prunable_parameters(
-            network,
-            include=self.include,
-            exclude=self.exclude,
-            include_bias=self.include_bias,
-            include_norm=self.include_norm,
-        )
+        params = self._selected(network)
         if self._pattern is None:
             return params
         fitting, left_out = pattern_layers(network, params, self._pattern)
@@ -187,14 +181,17 @@ class UnstructuredPruner:
         """The selected parameters that the ``pattern`` leaves dense, each with the reason (none without one)."""
         if self._pattern is None:
             return {}
-        params = prunable_parameters(
+        return pattern_layers(network, self._selected(network), self._pattern)[1]
+
+    def _selected(self, network: nn.Module) -> dict[str, nn.Parameter]:
+        """The parameters ``include``, ``exclude``, ``include_bias`` and ``include_norm`` select."""
+        return prunable_parameters(
             network,
             include=self.include,
             exclude=self.exclude,
             include_bias=self.include_bias,
             include_norm=self.include_norm,
         )
-        return pattern_layers(network, params, self._pattern)[1]
 
     def mask(
         self,
