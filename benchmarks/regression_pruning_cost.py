@@ -39,9 +39,9 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "e7_regression_vgg16b
 
 
 def config_ratios() -> dict[str, float]:
-    """The per-layer ratios of the E7 config (the last callback's ``ratios``)."""
+    """The per-layer ratios of the E7 config (the last callback's ``channel_fraction``)."""
     config = yaml.safe_load(CONFIG.read_text())
-    return dict(config["trainer"]["callbacks"][-1]["init_args"]["ratios"])
+    return dict(config["trainer"]["callbacks"][-1]["init_args"]["channel_fraction"])
 
 
 def calibration_batches(images: int, batch_size: int) -> list[Tensor]:

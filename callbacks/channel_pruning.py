@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from torch import Tensor, nn
+from typing_extensions import override
 
 from callbacks.structured_pruning import ParameterFractionPruning
 from lit_prune.pruning.channel_groups import StructuredGroup
+from lit_prune.pruning.score_registry import get_score, list_scores
 
 __all__ = ["ALLOCATIONS", "ChannelPruning", "HeadPruning"]
 
@@ -27,23 +30,17 @@ class ChannelPruning(ParameterFractionPruning):
     ResNet-18, VGG16-BN. The network really shrinks: the checkpoint stores the surgery history,
     so ``test --ckpt_path``, resume and ``load_from_checkpoint`` rebuild the small model.
 
-    With ``criterion: bn_scale`` after training under ``NetworkSlimming`` this is network
+    With ``score: bn_scale`` after training under ``NetworkSlimming`` this is network
     slimming (Liu et al. 2017; set ``normalize: false`` for its single global threshold). The
     default ``normalize: true`` ranks each layer's channels relative to the layer's mean score,
     because raw L1 norms grow with a layer's fan-in and would empty the first layers first.
 
     Args:
-        param_fraction: Fraction of the model's parameters to remove, in (0, 1).
-        criterion: ``l1``, ``l2``, ``bn_scale`` or ``taylor`` (see ``ParameterFractionPruning``).
-        scope: ``global`` or ``layer``.
-        normalize: With ``scope: global``, rank scores relative to each group's mean.
-        max_group_fraction: Largest fraction of one group's channels that may go, in (0, 1].
-        include_residual: ResNets: also prune the residual-stream channels.
-        prune_epoch: Prune at the start of this epoch ...
-        fine_tune_epochs: ... or this many epochs before the end of training.
-        restart_lr_schedule: Restart the LR schedule after the surgery.
-        taylor_batches: Training batches accumulated for the ``taylor`` criterion.
-        eval_batches: Validation batches used to measure a stage.
+        removed_fraction: Fraction of the model's parameters to remove, in (0, 1).
+        **kwargs: Options of ``ParameterFractionPruning`` (score: ``l1``, ``l2``, ``bn_scale``,
+            ``taylor``, ``fpgm`` or an import path; scope, normalize, max_group_fraction,
+            include_residual, prune_epoch or fine_tune_epochs, calibration_batches,
+            restart_lr_schedule, eval_batches).
 
     Raises:
         ValueError: If an option is out of range (checked here), or, when ``fit`` starts, the
@@ -52,34 +49,8 @@ class ChannelPruning(ParameterFractionPruning):
         TypeError: If an option has the wrong type, or the network is not supported.
     """
 
-    def __init__(
-        self,
-        param_fraction: float,
-        criterion: str = "l1",
-        scope: str = "global",
-        normalize: bool = True,
-        max_group_fraction: float = 0.9,
-        include_residual: bool = True,
-        prune_epoch: int | None = None,
-        fine_tune_epochs: int | None = None,
-        restart_lr_schedule: bool = False,
-        taylor_batches: int = 8,
-        eval_batches: int | None = None,
-    ) -> None:
-        super().__init__(
-            param_fraction=param_fraction,
-            kinds=("channels",),
-            criterion=criterion,
-            scope=scope,
-            normalize=normalize,
-            max_group_fraction=max_group_fraction,
-            include_residual=include_residual,
-            prune_epoch=prune_epoch,
-            fine_tune_epochs=fine_tune_epochs,
-            restart_lr_schedule=restart_lr_schedule,
-            taylor_batches=taylor_batches,
-            eval_batches=eval_batches,
-        )
+    def __init__(self, removed_fraction: float, **kwargs: Any) -> None:
+        super().__init__(removed_fraction=removed_fraction, kinds=("channels",), **kwargs)
 
 
 class HeadPruning(ParameterFractionPruning):
@@ -96,26 +67,21 @@ class HeadPruning(ParameterFractionPruning):
     of a block barely differ relative to each other, while MLP units spread widely (at
     initialisation a normalised joint ranking removes no head at all). The default
     ``allocation: per_kind`` therefore splits the target: heads and MLP units each lose the same
-    fraction of *their own* parameters (``param_fraction`` of the model overall), each kind
+    fraction of *their own* parameters (``removed_fraction`` of the model overall), each kind
     ranked on its own across all blocks. ``allocation: joint`` ranks both kinds together in one
     ordering (use it with ``normalize: true``). ``scope: layer`` removes the same fraction of
     units from every group; ``kinds: [heads]`` or ``[mlp_units]`` prunes one kind only.
 
     Args:
-        param_fraction: Fraction of the model's parameters to remove, in (0, 1).
+        removed_fraction: Fraction of the model's parameters to remove, in (0, 1).
         kinds: Unit kinds to prune, drawn from ``heads`` and ``mlp_units``.
         allocation: ``per_kind`` (each kind loses the same fraction of its parameters) or
             ``joint`` (one ranking over both kinds).
-        criterion: ``l1``, ``l2`` or ``taylor`` (a ViT has no batch norm for ``bn_scale``).
-        scope: ``global`` or ``layer``.
-        normalize: With ``scope: global``, rank scores relative to each group's mean.
-        max_group_fraction: Largest fraction of one block's heads (or units) that may go, in
-            (0, 1]; every block keeps at least one head.
-        prune_epoch: Prune at the start of this epoch ...
-        fine_tune_epochs: ... or this many epochs before the end of training.
-        restart_lr_schedule: Restart the LR schedule after the surgery.
-        taylor_batches: Training batches accumulated for the ``taylor`` criterion.
-        eval_batches: Validation batches used to measure a stage.
+        score: ``l1``, ``l2``, ``taylor``, ``fpgm`` or an import path (a ViT has no batch norm,
+            so scores that need one, ``bn_scale``, are refused).
+        **kwargs: Options of ``ParameterFractionPruning`` (scope, normalize, max_group_fraction:
+            of one block's heads or units, every block keeps at least one; prune_epoch or
+            fine_tune_epochs, calibration_batches, restart_lr_schedule, eval_batches).
 
     Raises:
         ValueError: If an option is out of range or a kind unknown (checked here), or, when
@@ -126,65 +92,49 @@ class HeadPruning(ParameterFractionPruning):
 
     def __init__(
         self,
-        param_fraction: float,
+        removed_fraction: float,
         kinds: Sequence[str] = _HEAD_KINDS,
         allocation: str = "per_kind",
-        criterion: str = "l1",
-        scope: str = "global",
-        normalize: bool = True,
-        max_group_fraction: float = 0.9,
-        prune_epoch: int | None = None,
-        fine_tune_epochs: int | None = None,
-        restart_lr_schedule: bool = False,
-        taylor_batches: int = 8,
-        eval_batches: int | None = None,
+        score: str = "l1",
+        **kwargs: Any,
     ) -> None:
         if isinstance(kinds, str) or not kinds or any(kind not in _HEAD_KINDS for kind in kinds):
             raise ValueError(f"kinds must be a non-empty list drawn from {list(_HEAD_KINDS)}, got {kinds!r}")
         if allocation not in ALLOCATIONS:
             raise ValueError(f"allocation must be one of {list(ALLOCATIONS)}, got {allocation!r}")
-        if criterion == "bn_scale":
+        if "batch_norm" in get_score(score, kind="groups").needs:
+            usable = [name for name in list_scores("groups") if "batch_norm" not in get_score(name).needs]
             raise ValueError(
-                "criterion 'bn_scale' needs batch norms, which a Vision Transformer does not have; "
-                "use 'l1', 'l2' or 'taylor'"
+                f"score {score!r} needs batch norms, which a Vision Transformer does not have; "
+                f"use one of {', '.join(map(repr, usable))}"
             )
         super().__init__(
-            param_fraction=param_fraction,
-            kinds=tuple(kinds),
-            criterion=criterion,
-            scope=scope,
-            normalize=normalize,
-            max_group_fraction=max_group_fraction,
-            include_residual=True,
-            prune_epoch=prune_epoch,
-            fine_tune_epochs=fine_tune_epochs,
-            restart_lr_schedule=restart_lr_schedule,
-            taylor_batches=taylor_batches,
-            eval_batches=eval_batches,
+            removed_fraction=removed_fraction, kinds=tuple(kinds), score=score, include_residual=True, **kwargs
         )
         self.allocation = allocation
 
+    @override
     def select(
         self,
         network: nn.Module,
         groups: Mapping[str, StructuredGroup],
         scores: Mapping[str, Tensor],
-        param_fraction: float,
+        removed_fraction: float,
     ) -> dict[str, list[int]]:
         """Keeps units per ``allocation``: with ``per_kind`` each kind reaches its share of the target.
 
-        A kind's share is ``param_fraction`` times the fraction of the prunable parameters that
+        A kind's share is ``removed_fraction`` times the fraction of the prunable parameters that
         its groups hold (heads and MLP units touch disjoint tensors), so both kinds lose the same
-        fraction of their own parameters and together ``param_fraction`` of the model.
+        fraction of their own parameters and together ``removed_fraction`` of the model.
         """
         kinds = sorted({group.kind for group in groups.values()})
         if self.allocation == "joint" or len(kinds) == 1:
-            return super().select(network, groups, scores, param_fraction)
+            return super().select(network, groups, scores, removed_fraction)
         by_kind = {kind: {name: group for name, group in groups.items() if group.kind == kind} for kind in kinds}
         sizes = {kind: _parameters_touched(network, kind_groups) for kind, kind_groups in by_kind.items()}
         keep: dict[str, list[int]] = {}
         for kind, kind_groups in by_kind.items():
-            share = param_fraction * sizes[kind] / sum(sizes.values())
+            share = removed_fraction * sizes[kind] / sum(sizes.values())
             kind_scores = {name: scores[name] for name in kind_groups}
             keep.update(super().select(network, kind_groups, kind_scores, share))
         return keep

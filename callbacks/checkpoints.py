@@ -10,7 +10,6 @@ epochs between two changes of the network's mask or shape), named after that sta
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Checkpoint
 from typing_extensions import override
 
+from lit_prune.atomic_files import atomic_checkpoint
 from lit_prune.errors import UserError
 
 __all__ = ["LastCheckpoint", "StageBestCheckpoint", "checkpoint_dir", "pruning_state"]
@@ -37,15 +37,6 @@ def pruning_state(pl_module: LightningModule) -> tuple[float, int]:
     mask = getattr(pl_module, "pruning_mask", None)
     sparsity = 0.0 if mask is None else round(float(mask.sparsity()), 9)
     return sparsity, len(getattr(pl_module, "surgery_history", []))
-
-
-def _save_atomically(trainer: Trainer, path: Path) -> None:
-    """Saves through a temporary file renamed over ``path``, so a kill never leaves a torn checkpoint."""
-    temporary = path.with_name(f".{path.name}.partial")
-    trainer.save_checkpoint(temporary, weights_only=False)
-    if trainer.is_global_zero:
-        os.replace(temporary, path)
-    trainer.strategy.barrier("lit_prune_checkpoint_saved")
 
 
 class LastCheckpoint(Checkpoint):
@@ -87,7 +78,7 @@ class LastCheckpoint(Checkpoint):
         directory = checkpoint_dir(trainer)
         if trainer.is_global_zero:
             directory.mkdir(parents=True, exist_ok=True)
-        _save_atomically(trainer, directory / self.FILE_NAME)
+        atomic_checkpoint(trainer, directory / self.FILE_NAME)
 
 
 class StageBestCheckpoint(Checkpoint):
@@ -140,7 +131,7 @@ class StageBestCheckpoint(Checkpoint):
             directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"best-{self.stage_label}-epoch{trainer.current_epoch:03d}.ckpt"
         previous, self.best_path, self.best_score = self.best_path, str(path), score
-        _save_atomically(trainer, path)
+        atomic_checkpoint(trainer, path)
         if previous and previous != str(path) and trainer.is_global_zero:
             Path(previous).unlink(missing_ok=True)
 

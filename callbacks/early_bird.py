@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
+from typing_extensions import override
 
 from callbacks.structured_pruning import StructuredPruningCallback
 from lit_prune.module import ImageClassifier
@@ -21,7 +22,7 @@ class EarlyBird(StructuredPruningCallback):
 
     Train with ``NetworkSlimming`` (L1 on batch-norm scales, listed before this callback). At
     the start of every epoch from epoch 1 on, i.e. on the scales reached after each finished
-    epoch, the channel mask at ``ratio`` is drawn (``lit_prune.pruning.early_bird``: one global
+    epoch, the channel mask at ``channel_fraction`` is drawn (``lit_prune.pruning.early_bird``: one global
     threshold over all batch-norm scales of the prunable channel groups, as in the paper; a
     residual-stream channel of a ResNet is removed only when the scales of every layer writing to
     it are below the threshold). Two modes:
@@ -48,8 +49,8 @@ class EarlyBird(StructuredPruningCallback):
     does not prune again (the module replays its surgery when the checkpoint loads).
 
     Args:
-        ratio: Fraction of the batch-norm channels below the threshold, in (0, 1) (30 % and
-            50 % in the paper).
+        channel_fraction: Fraction of the batch-norm channels below the threshold, in (0, 1)
+            (30 % and 50 % in the paper).
         draw_epoch: Fixed mode: draw the ticket at the start of this epoch (>= 1); ``None``
             detects it.
         window: Masks compared by the detector (5 in the paper), >= 2.
@@ -58,7 +59,7 @@ class EarlyBird(StructuredPruningCallback):
             block-internal channels.
         max_group_fraction: Largest fraction of one group's channels that may go, in (0, 1].
         restart_lr_schedule: Restart the LR schedule when the ticket is drawn.
-        eval_batches: Validation batches used to measure a stage.
+        **kwargs: Options of ``PruningCallback`` (eval_batches).
 
     Raises:
         ValueError: If an option is out of range; when ``fit`` starts, if the network has no
@@ -66,46 +67,46 @@ class EarlyBird(StructuredPruningCallback):
         TypeError: If an option has the wrong type.
     """
 
+    state_key_fields: ClassVar[tuple[str, ...]] = ("channel_fraction", "draw_epoch")
+    state_defaults: ClassVar[dict[str, Any]] = {**StructuredPruningCallback.state_defaults, "distances": []}
+
     def __init__(
         self,
-        ratio: float = 0.3,
+        channel_fraction: float = 0.3,
         draw_epoch: int | None = None,
         window: int = 5,
         threshold: float = 0.1,
         include_residual: bool = True,
         max_group_fraction: float = 0.9,
         restart_lr_schedule: bool = True,
-        eval_batches: int | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(restart_lr_schedule=restart_lr_schedule, eval_batches=eval_batches)
-        self.ratio = check_fraction(ratio, "ratio", zero=False, meaning="the fraction of channels to prune")
+        super().__init__(restart_lr_schedule=restart_lr_schedule, **kwargs)
+        self.channel_fraction = check_fraction(
+            channel_fraction, "channel_fraction", zero=False, meaning="the fraction of channels to prune"
+        )
         self.draw_epoch = check_int(
             draw_epoch, "draw_epoch", 1, optional=True, meaning="the ticket comes from trained scales; null detects it"
         )
         self.include_residual = check_bool(include_residual, "include_residual")
         self.max_group_fraction = check_fraction(max_group_fraction, "max_group_fraction", zero=False, one=True)
         self.detector = EarlyBirdDetector(window=window, threshold=threshold)
-        self.distances: list[list[float]] = []
-        self._state_key = self._generate_state_key(ratio=self.ratio, draw_epoch=draw_epoch)
 
-    @property
-    def state_key(self) -> str:
-        return self._state_key
-
+    @override
     def describe_method(self) -> str:
         """A short description of the method for reports."""
         if self.draw_epoch is None:
             when = f"detected (W={self.detector.window}, eps={self.detector.threshold:g})"
         else:
             when = f"drawn at epoch {self.draw_epoch}"
-        return f"early-bird ticket {self.ratio:.0%} channels, {when}"
+        return f"early-bird ticket {self.channel_fraction:.0%} channels, {when}"
 
+    @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         if stage != "fit":
             return
-        assert isinstance(pl_module, ImageClassifier)
-        self._mask(pl_module)
+        self._mask(self.classifier(pl_module))
         max_epochs = trainer.max_epochs
         if self.draw_epoch is not None and (max_epochs is None or not 0 <= self.draw_epoch < max_epochs):
             raise ValueError(
@@ -113,16 +114,17 @@ class EarlyBird(StructuredPruningCallback):
                 "start of that epoch and retrained for the remaining ones"
             )
 
+    @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        assert isinstance(pl_module, ImageClassifier)
+        module = self.classifier(pl_module)
         epoch = trainer.current_epoch
         if self.pruned_epoch is not None or epoch == 0:
             return
-        mask = trainer.strategy.broadcast(self._mask(pl_module), src=0)
+        mask = self.decide_on_rank_zero(trainer, lambda: self._mask(module))
         distance = self.detector.update(mask)
         if distance is not None:
             self.distances.append([epoch, distance])
-            pl_module.log("earlybird/mask_distance", distance, on_epoch=True, sync_dist=False)
+            self.log_metrics(trainer, {"earlybird/mask_distance": distance})
         draw = self.detector.found if self.draw_epoch is None else epoch >= self.draw_epoch
         if not draw:
             return
@@ -130,42 +132,50 @@ class EarlyBird(StructuredPruningCallback):
         total = sum(keep.numel() for keep in mask.values())
         self.prune(
             trainer,
-            pl_module,
+            module,
             keep_indices(mask),
             kinds=("channels",),
             earlybird_epoch=epoch,
             earlybird_mode="detected" if self.draw_epoch is None else "fixed",
-            channel_ratio=self.ratio,
+            channel_fraction=self.channel_fraction,
             channels_removed_fraction=1.0 - kept / total,
             mask_distance=distance,
             mask_distance_curve=[list(point) for point in self.distances],
         )
 
+    @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
         if self.pruned_epoch is not None:
             return
-        assert isinstance(pl_module, ImageClassifier)
         latest = self.detector.max_distance()
         rank_zero_warn(
             f"EarlyBird: no ticket emerged in {trainer.current_epoch} epochs (latest mask distance {latest}, "
             f"threshold {self.detector.threshold}); the network was not pruned. Train longer, raise threshold, "
             "or draw at a fixed epoch with draw_epoch"
         )
-        self.record(trainer, pl_module, "baseline", earlybird_epoch=None, mask_distance_curve=list(self.distances))
+        self.record(
+            trainer,
+            self.classifier(pl_module),
+            "baseline",
+            earlybird_epoch=None,
+            mask_distance_curve=list(self.distances),
+        )
 
     def _mask(self, pl_module: ImageClassifier) -> dict[str, Tensor]:
         return bn_scale_channel_mask(
             pl_module.network,
-            self.ratio,
+            self.channel_fraction,
             include_residual=self.include_residual,
             max_group_fraction=self.max_group_fraction,
         )
 
+    @override
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "detector": self.detector.state_dict(), "distances": list(self.distances)}
+        return {**super().state_dict(), "detector": self.detector.state_dict()}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
-        self.detector.load_state_dict(state_dict["detector"])
-        self.distances = [list(point) for point in state_dict["distances"]]
+        if "detector" in state_dict:
+            self.detector.load_state_dict(state_dict["detector"])

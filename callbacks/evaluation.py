@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
 
+from callbacks.batches import model_batches, required_loader
+
 __all__ = ["evaluate_on_validation"]
-
-
-def _validation_loader(trainer: Trainer) -> Any:
-    datamodule = trainer.datamodule
-    if datamodule is not None:
-        return datamodule.val_dataloader()
-    loaders = trainer.val_dataloaders
-    if loaders is None:
-        raise RuntimeError("pruning stages need validation data: give the Trainer a datamodule or val_dataloaders")
-    return loaders[0] if isinstance(loaders, (list, tuple)) else loaders
 
 
 def _max_batches(trainer: Trainer, max_batches: int | None) -> int | None:
@@ -29,7 +19,9 @@ def _max_batches(trainer: Trainer, max_batches: int | None) -> int | None:
 
 
 @torch.no_grad()
-def evaluate_on_validation(trainer: Trainer, pl_module: LightningModule, max_batches: int | None = None) -> dict[str, float]:
+def evaluate_on_validation(
+    trainer: Trainer, pl_module: LightningModule, max_batches: int | None = None
+) -> dict[str, float]:
     """Returns ``val_loss``, ``val_top1`` and ``val_top5`` of the module as it is now.
 
     Every rank evaluates the same (unsharded) validation batches, and rank 0's numbers are
@@ -44,18 +36,13 @@ def evaluate_on_validation(trainer: Trainer, pl_module: LightningModule, max_bat
     Returns:
         Fractions in [0, 1] for the accuracies (``val_top5`` only with five or more classes).
     """
-    limit = _max_batches(trainer, max_batches)
-    transform = getattr(trainer.datamodule, "transform_batch", None)
+    loader = required_loader(trainer, "val", "pruning stages")
+    batches = model_batches(trainer, loader, pl_module.device, limit=_max_batches(trainer, max_batches))
     was_training = pl_module.training
     pl_module.eval()
     correct = {1: 0, 5: 0}
     loss_sum, count = 0.0, 0
-    for index, batch in enumerate(_validation_loader(trainer)):
-        if limit is not None and index >= limit:
-            break
-        images, labels = (t.to(pl_module.device) for t in batch)
-        if transform is not None:
-            images, labels = transform((images, labels), train=False)
+    for images, labels in batches:
         logits = pl_module(images)
         loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
         ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices

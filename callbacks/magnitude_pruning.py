@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 from lightning.pytorch import LightningModule, Trainer
+from typing_extensions import override
 
 from callbacks.mask_pruning import MaskPruningCallback
+from lit_prune.errors import UserError
 from lit_prune.module import ImageClassifier
 from lit_prune.pruning import cubic_sparsity, fixed_steps, linear_steps, validate_sparsity
+from lit_prune.pruning.nm_sparsity import pattern_sparsity
+from lit_prune.validation import check_choice, check_int
 
 __all__ = ["SCHEDULES", "MagnitudePruning"]
 
@@ -18,7 +22,7 @@ SCHEDULES = ("one_shot", "iterative", "gradual")
 
 
 class MagnitudePruning(MaskPruningCallback):
-    """Prunes the smallest-magnitude weights on a schedule, at the start of training epochs.
+    """Prunes the lowest-scoring weights (by default the smallest magnitudes) on a schedule, at epoch starts.
 
     Schedules:
 
@@ -26,7 +30,7 @@ class MagnitudePruning(MaskPruningCallback):
       ``start_epoch`` epochs of training); the remaining epochs retrain (Han et al. 2015,
       "Learning both Weights and Connections for Efficient Neural Networks").
     - ``iterative``: from ``start_epoch`` every ``every_n_epochs`` epochs (or at the listed
-      ``epochs``), prune ``fraction_per_step`` of the *remaining* weights until the target, with
+      ``epochs``), prune ``fraction_of_remaining`` of the *remaining* weights until the target, with
       retraining in between (Han et al. 2015). With ``epochs`` the steps are equal fractions of
       the remaining weights, as many as there are epochs.
     - ``gradual``: the cubic schedule of Zhu & Gupta 2017 ("To prune, or not to prune"), from 0
@@ -38,62 +42,53 @@ class MagnitudePruning(MaskPruningCallback):
     biases and normalisation layers are left alone unless asked, the mask is checkpointed by the
     module, and the schedule position by this callback.
 
+    With ``pattern: "N:M"`` the target is the pattern's sparsity ``1 - N/M`` (0.5 for 2:4; give
+    it or leave it out): every step keeps at most N of every M consecutive input weights and
+    the last one leaves the pruned layers exactly N:M, as NVIDIA's ASP does in one shot.
+
     Args:
-        target_sparsity: Final fraction of the selected weights that are zero, in [0, 1).
+        target_sparsity: Final fraction of the selected weights that are zero, in [0, 1);
+            required unless ``pattern`` gives it.
         schedule: ``"one_shot"``, ``"iterative"`` or ``"gradual"``.
         start_epoch: Epoch at whose start the first pruning step happens.
         end_epoch: ``gradual`` only: epoch at whose start the target is reached.
         every_n_epochs: Epochs between pruning steps (``iterative``, ``gradual``).
         epochs: ``iterative`` only: explicit epochs of the pruning steps, increasing.
-        fraction_per_step: ``iterative`` only: fraction of the remaining weights per step, in (0, 1).
+        fraction_of_remaining: ``iterative`` only: fraction of the remaining weights per step, in (0, 1).
         sparsity_step: ``iterative`` only: sparsity added per step instead, in (0, 1).
-        **kwargs: Options of ``MaskPruningCallback`` (scope, score, layer_sparsity, include,
-            exclude, include_bias, include_norm, seed, eval_batches, log_layers).
+        **kwargs: Options of ``MaskPruningCallback`` (scope, score, pattern, layer_sparsity,
+            include, exclude, include_bias, include_norm, seed, log_layers, eval_batches).
 
     Raises:
         ValueError: If an option is out of range or does not apply to the schedule.
+        UserError: If the score, scope or pattern is not allowed, or the target does not
+            match the pattern.
     """
+
+    state_key_fields: ClassVar[tuple[str, ...]] = ("target_sparsity", "schedule", "start_epoch")
+    state_defaults: ClassVar[dict[str, Any]] = {"steps_done": 0}
 
     def __init__(
         self,
-        target_sparsity: float,
+        target_sparsity: float | None = None,
         schedule: str = "one_shot",
         start_epoch: int = 0,
         end_epoch: int | None = None,
         every_n_epochs: int = 1,
         epochs: Sequence[int] | None = None,
-        fraction_per_step: float = 0.2,
+        fraction_of_remaining: float = 0.2,
         sparsity_step: float | None = None,
-        scope: str = "global",
-        score: str = "magnitude",
-        layer_sparsity: Mapping[str, float] | None = None,
-        include: Sequence[str] | None = None,
-        exclude: Sequence[str] | None = None,
-        include_bias: bool = False,
-        include_norm: bool = False,
-        seed: int = 0,
-        eval_batches: int | None = None,
-        log_layers: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            scope=scope,
-            score=score,
-            layer_sparsity=layer_sparsity,
-            include=include,
-            exclude=exclude,
-            include_bias=include_bias,
-            include_norm=include_norm,
-            seed=seed,
-            eval_batches=eval_batches,
-            log_layers=log_layers,
-        )
+        super().__init__(**kwargs)
+        if self.pruner.nm_pattern is not None:
+            target_sparsity = pattern_sparsity(self.pruner.nm_pattern, target_sparsity, "target_sparsity")
+        elif target_sparsity is None:
+            raise UserError("MagnitudePruning needs target_sparsity (or a pattern such as '2:4', which sets it)")
         self.target_sparsity = validate_sparsity(target_sparsity, "target_sparsity")
-        if schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-        if start_epoch < 0:
-            raise ValueError(f"start_epoch must be >= 0, got {start_epoch}")
-        if every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+        check_choice(schedule, "schedule", SCHEDULES)
+        check_int(start_epoch, "start_epoch", 0)
+        check_int(every_n_epochs, "every_n_epochs", 1)
         if epochs is not None and schedule != "iterative":
             raise ValueError("epochs lists the steps of the 'iterative' schedule only")
         if sparsity_step is not None and (schedule != "iterative" or epochs is not None):
@@ -101,23 +96,31 @@ class MagnitudePruning(MaskPruningCallback):
         if end_epoch is not None and schedule != "gradual":
             raise ValueError("end_epoch applies to the 'gradual' schedule only")
         self.schedule = schedule
+        self.start_epoch = start_epoch
         self.plan = _build_plan(
-            schedule, self.target_sparsity, start_epoch, end_epoch, every_n_epochs, epochs, fraction_per_step, sparsity_step
-        )
-        self.steps_done = 0
-        self._state_key = self._generate_state_key(
-            target_sparsity=self.target_sparsity, schedule=schedule, start_epoch=start_epoch
+            schedule,
+            self.target_sparsity,
+            start_epoch,
+            end_epoch,
+            every_n_epochs,
+            epochs,
+            fraction_of_remaining,
+            sparsity_step,
         )
 
-    @property
-    def state_key(self) -> str:
-        return self._state_key
-
+    @override
     def describe_method(self) -> str:
         """A short description of the method for reports."""
         score = "" if self.pruner.score == "magnitude" else f" ({self.pruner.score} scores)"
-        return f"magnitude {self.schedule.replace('_', '-')} {self.pruner.scope} {self.target_sparsity:.0%}{score}"
+        pattern = "" if self.pruner.nm_pattern is None else f" {self.pruner.nm_pattern} pattern"
+        schedule = self.schedule.replace("_", "-")
+        return f"magnitude {schedule} {self.pruner.scope} {self.target_sparsity:.0%}{pattern}{score}"
 
+    @override
+    def has_pruned(self) -> bool:
+        return self.steps_done > 0
+
+    @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         if stage != "fit" or trainer.max_epochs is None or trainer.max_epochs < 0:
@@ -130,16 +133,12 @@ class MagnitudePruning(MaskPruningCallback):
                 f"(planned epochs: {[epoch for epoch, _, _ in self.plan]})"
             )
 
+    @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        assert isinstance(pl_module, ImageClassifier)
+        module = self.classifier(pl_module)
         while self.steps_done < len(self.plan) and self.plan[self.steps_done][0] <= trainer.current_epoch:
             _, sparsity, progress = self.plan[self.steps_done]
-            self._prune(trainer, pl_module, sparsity, progress)
-
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        assert isinstance(pl_module, ImageClassifier)
-        if self.steps_done:
-            self.record(trainer, pl_module, "fine_tuned")
+            self._prune(trainer, module, sparsity, progress)
 
     def _prune(self, trainer: Trainer, pl_module: ImageClassifier, sparsity: float, progress: float) -> None:
         step = self.steps_done + 1
@@ -147,17 +146,13 @@ class MagnitudePruning(MaskPruningCallback):
             self.record(trainer, pl_module, "baseline")
         elif len(self.plan) > 1:
             self.record(trainer, pl_module, f"step{step}/before")
-        mask = self.pruner.mask(pl_module.network, sparsity, progress, pl_module.pruning_mask, seed_offset=step)
-        self.install_mask(trainer, pl_module, mask)
+        network, current = pl_module.network, pl_module.pruning_mask
+        self.install_mask(
+            trainer, pl_module, lambda: self.pruner.mask(network, sparsity, progress, current, seed_offset=step)
+        )
         self.steps_done = step
         name = "pruned" if len(self.plan) == 1 else f"step{step}/pruned"
         self.record(trainer, pl_module, name, target_sparsity=sparsity)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"steps_done": self.steps_done}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.steps_done = int(state_dict["steps_done"])
 
 
 def _progress(level: float, target: float) -> float:
@@ -174,7 +169,7 @@ def _build_plan(
     end_epoch: int | None,
     every_n_epochs: int,
     epochs: Sequence[int] | None,
-    fraction_per_step: float,
+    fraction_of_remaining: float,
     sparsity_step: float | None = None,
 ) -> list[tuple[int, float, float]]:
     """Returns the pruning steps as ``(epoch, sparsity, progress)``, epochs increasing."""
@@ -188,7 +183,10 @@ def _build_plan(
             count = len(epochs)
             levels = [1.0 - (1.0 - target) ** ((k + 1) / count) for k in range(count)]
         else:
-            levels = fixed_steps(target, fraction_per_step) if sparsity_step is None else linear_steps(target, sparsity_step)
+            if sparsity_step is None:
+                levels = fixed_steps(target, fraction_of_remaining)
+            else:
+                levels = linear_steps(target, sparsity_step)
             epochs = [start_epoch + k * every_n_epochs for k in range(len(levels))]
         return [(epoch, level, _progress(level, target)) for epoch, level in zip(epochs, levels)]
     if end_epoch is None or end_epoch <= start_epoch:

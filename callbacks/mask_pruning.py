@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
 
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info
+from typing_extensions import override
 
-from callbacks.evaluation import evaluate_on_validation
+from callbacks.base import PruningCallback
+from lit_prune.errors import UserError
 from lit_prune.module import ImageClassifier
 from lit_prune.pruning import PruningMask
 from lit_prune.pruning.unstructured import UnstructuredPruner
@@ -15,41 +18,53 @@ from lit_prune.pruning.unstructured import UnstructuredPruner
 __all__ = ["MaskPruningCallback"]
 
 
-class MaskPruningCallback(Callback):
+class MaskPruningCallback(PruningCallback):
     """Base class: turns YAML options into an ``UnstructuredPruner`` and installs its masks.
 
     The mask lives in the ``ImageClassifier`` (which checkpoints it and keeps pruned weights at
     zero); subclasses decide *when* to prune. A new mask is computed on rank 0 and broadcast, so
     every DDP rank holds the same one.
 
+    The score is any registered weight score (``lit_prune.pruning.list_scores("weights")``) or
+    the import path ``package.module.function`` of a user's registered function, resolved when
+    the callback is built; a subclass supplies what the score declares it needs (``supplies``),
+    and one that needs more is refused with the callback that supplies it. With ``pattern:
+    "N:M"`` the selection keeps at most N of every M consecutive input weights of each linear
+    and convolution layer (``lit_prune.pruning.nm_sparsity``); layers whose input size is not a
+    multiple of M are left dense, with a logged note, and refused if ``include`` names them.
+
     Args:
-        scope: ``"global"`` or ``"layerwise"``.
-        score: ``"magnitude"`` or ``"random"``.
+        scope: ``"global"`` or ``"layer"``.
+        score: A weight score: ``"magnitude"``, ``"random"``, ``"lamp"``, or an import path.
+        pattern: ``"N:M"``, e.g. ``"2:4"``; None prunes without a pattern.
         layer_sparsity: Optional name pattern to final sparsity (per-layer targets).
         include: Name patterns of parameters to prune (conv and linear weights when None).
         exclude: Name patterns of parameters to keep dense, e.g. ``["conv1.weight", "fc.weight"]``.
         include_bias: Also prune biases.
         include_norm: Also prune normalisation scales.
         seed: Seed of random scores.
-        eval_batches: Validation batches used to measure a stage (the trainer's limit when None).
         log_layers: Log each layer's sparsity as ``prune/layer/<name>`` every epoch.
+        **kwargs: Options of ``PruningCallback`` (eval_batches).
     """
+
+    supplies: ClassVar[frozenset[str]] = frozenset({"seed", "gradients"})
+    """What this callback gives a score, from ``lit_prune.pruning.score_registry.NEEDS``."""
 
     def __init__(
         self,
         scope: str = "global",
         score: str = "magnitude",
+        pattern: str | None = None,
         layer_sparsity: Mapping[str, float] | None = None,
         include: Sequence[str] | None = None,
         exclude: Sequence[str] | None = None,
         include_bias: bool = False,
         include_norm: bool = False,
         seed: int = 0,
-        eval_batches: int | None = None,
         log_layers: bool = True,
+        **kwargs: Any,
     ) -> None:
-        if eval_batches is not None and eval_batches < 1:
-            raise ValueError(f"eval_batches must be >= 1 or null (all validation batches), got {eval_batches}")
+        super().__init__(**kwargs)
         self.pruner = UnstructuredPruner(
             scope=scope,
             score=score,
@@ -59,30 +74,46 @@ class MaskPruningCallback(Callback):
             include_bias=include_bias,
             include_norm=include_norm,
             seed=seed,
+            pattern=pattern,
         )
-        self.eval_batches = eval_batches
+        missing = sorted(self.pruner.scorer.needs - self.supplies)
+        if missing:
+            raise UserError(
+                f"score {score!r} needs {', '.join(missing)}, which {type(self).__name__} does not supply; "
+                "SaliencyPruning draws calibration batches and the input shape for such scores"
+            )
         self.log_layers = log_layers
 
+    @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if not isinstance(pl_module, ImageClassifier):
-            raise TypeError(f"{type(self).__name__} works with lit_prune's ImageClassifier, got {type(pl_module).__name__}")
-        self.pruner.parameters(pl_module.network)
+        super().setup(trainer, pl_module, stage)
+        network = self.classifier(pl_module).network
+        self.pruner.parameters(network)
+        left_out = self.pruner.left_out(network)
+        if left_out and stage == "fit":
+            rank_zero_info(
+                f"{type(self).__name__}: pattern {self.pruner.nm_pattern} leaves {len(left_out)} parameter(s) dense: "
+                + "; ".join(f"{name} ({why})" for name, why in left_out.items())
+            )
 
-    def install_mask(self, trainer: Trainer, pl_module: ImageClassifier, mask: PruningMask) -> None:
-        """Broadcasts ``mask`` from rank 0 and installs it in the module."""
-        state = trainer.strategy.broadcast(mask.state_dict(), src=0)
+    def install_mask(self, trainer: Trainer, pl_module: ImageClassifier, compute: Callable[[], PruningMask]) -> None:
+        """Computes a mask on every rank and installs rank 0's in the module on every rank.
+
+        Scores may run the network (with synchronised batch norm, a collective), so every rank
+        computes; rank 0's mask, or its failure, is broadcast (:meth:`decide_on_rank_zero`).
+
+        Args:
+            trainer: The running trainer.
+            pl_module: The module whose mask is set (intersected with its current one).
+            compute: Returns the new mask.
+        """
+        state = self.decide_on_rank_zero(trainer, lambda: compute().state_dict(), every_rank=True)
         pl_module.set_pruning_mask(PruningMask.from_state_dict(state).to(pl_module.device))
 
-    def record(self, trainer: Trainer, pl_module: ImageClassifier, name: str, **values: Any) -> dict[str, Any]:
-        """Measures validation accuracy now and records it as a stage of the run."""
-        metrics = evaluate_on_validation(trainer, pl_module, self.eval_batches)
-        return pl_module.record_stage(name, **metrics, **values)
-
+    @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        assert isinstance(pl_module, ImageClassifier)
-        mask = pl_module.pruning_mask
-        sparsity = 0.0 if mask is None else mask.sparsity()
-        pl_module.log("prune/sparsity", sparsity, on_epoch=True, sync_dist=False)
+        mask = self.classifier(pl_module).pruning_mask
+        metrics = {"prune/sparsity": 0.0 if mask is None else mask.sparsity()}
         if self.log_layers and mask is not None:
-            for name, value in mask.layer_sparsity().items():
-                pl_module.log(f"prune/layer/{name}", value, on_epoch=True, sync_dist=False)
+            metrics.update({f"prune/layer/{name}": value for name, value in mask.layer_sparsity().items()})
+        self.log_metrics(trainer, metrics)

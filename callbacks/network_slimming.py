@@ -5,15 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 from torch import nn
+from typing_extensions import override
 
+from callbacks.base import PruningCallback
 from lit_prune.module import ImageClassifier
+from lit_prune.validation import check_bool, check_number
 
 __all__ = ["NetworkSlimming"]
 
 
-class NetworkSlimming(Callback):
+class NetworkSlimming(PruningCallback):
     """Sparsity training of Liu et al. 2017, "Learning Efficient Convolutional Networks through Network Slimming".
 
     The loss gets ``penalty * sum(|gamma|)`` over the scale of every affine batch norm of the
@@ -25,7 +28,7 @@ class NetworkSlimming(Callback):
     (``sign(0) = 0``), like the paper's implementation.
 
     The channels whose scales shrink are then removed by ``ChannelPruning`` with
-    ``criterion: bn_scale`` or ``EarlyBird``. Fine-tuning after that surgery runs without the
+    ``score: bn_scale`` or ``EarlyBird``. Fine-tuning after that surgery runs without the
     penalty, as in the paper (``stop_after_surgery: true``); the module's surgery history tells
     whether the network was pruned, so this also holds after a resume.
 
@@ -41,27 +44,24 @@ class NetworkSlimming(Callback):
     """
 
     def __init__(self, penalty: float = 1e-4, stop_after_surgery: bool = True) -> None:
-        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)):
-            raise TypeError(f"penalty must be a number >= 0 (the L1 coefficient lambda), got {penalty!r}")
-        if penalty < 0:
-            raise ValueError(
-                f"penalty must be >= 0 (the L1 coefficient lambda, 1e-4 in Liu et al. 2017), got {penalty}"
-            )
-        if not isinstance(stop_after_surgery, bool):
-            raise TypeError(f"stop_after_surgery must be true or false, got {stop_after_surgery!r}")
-        self.penalty = float(penalty)
-        self.stop_after_surgery = stop_after_surgery
+        super().__init__()
+        self.penalty = check_number(
+            penalty, "penalty", 0.0, meaning="the L1 coefficient lambda, 1e-4 in Liu et al. 2017"
+        )
+        self.stop_after_surgery = check_bool(stop_after_surgery, "stop_after_surgery")
 
+    @override
     def describe_method(self) -> str:
         """A short description of the method for reports."""
         return f"network slimming L1 {self.penalty:g} on BN scales"
 
+    @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if not isinstance(pl_module, ImageClassifier):
-            raise TypeError(f"NetworkSlimming works with lit_prune's ImageClassifier, got {type(pl_module).__name__}")
-        if not _batch_norm_scales(pl_module.network):
+        super().setup(trainer, pl_module, stage)
+        network = self.classifier(pl_module).network
+        if not _batch_norm_scales(network):
             raise ValueError(
-                f"NetworkSlimming penalises batch-norm scales, but {type(pl_module.network).__name__} has no affine "
+                f"NetworkSlimming penalises batch-norm scales, but {type(network).__name__} has no affine "
                 "batch norm; use it with a CNN such as resnet20, resnet18 or vgg16_bn"
             )
 
@@ -69,20 +69,21 @@ class NetworkSlimming(Callback):
         """Whether the penalty applies now (not after a surgery when ``stop_after_surgery``)."""
         return self.penalty > 0 and not (self.stop_after_surgery and pl_module.surgery_history)
 
+    @override
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Any) -> None:
-        assert isinstance(pl_module, ImageClassifier)
-        if not self.active(pl_module):
+        module = self.classifier(pl_module)
+        if not self.active(module):
             return
         with torch.no_grad():
-            for scale in _batch_norm_scales(pl_module.network):
+            for scale in _batch_norm_scales(module.network):
                 if scale.grad is not None:
                     scale.grad.add_(torch.sign(scale), alpha=self.penalty)
 
+    @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        assert isinstance(pl_module, ImageClassifier)
         with torch.no_grad():
-            total = sum(float(scale.abs().sum()) for scale in _batch_norm_scales(pl_module.network))
-        pl_module.log("slimming/bn_scale_l1", total, on_epoch=True, sync_dist=False)
+            total = sum(float(scale.abs().sum()) for scale in _batch_norm_scales(self.classifier(pl_module).network))
+        self.log_metrics(trainer, {"slimming/bn_scale_l1": total})
 
 
 def _batch_norm_scales(network: nn.Module) -> list[nn.Parameter]:

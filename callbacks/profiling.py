@@ -11,7 +11,10 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
+from typing_extensions import override
 
+from callbacks.base import PruningCallback
+from callbacks.batches import loader_of, model_batches
 from lit_prune.models import create_model, weights_source
 from lit_prune.profiling import evaluate_topk
 from lit_prune.report import (
@@ -55,10 +58,10 @@ class ProfilingCallback(Callback):
     batch). It logs the numbers as ``profile/*`` to the trainer's loggers, and writes
     ``report.json``, ``report.md`` and the run's plots into the run directory
     (``lightning_logs/<name>/version_<n>/``). The method is the ``describe_method()`` of every
-    pruning callback of the trainer, joined with ``" + "`` (``"dense"`` when the model was never
-    pruned). The report records the start weights (``lit_prune.models.weights_source``: published
-    pretrained weights, a checkpoint, or random initialisation), and with published weights the
-    published accuracy beside the measured one.
+    ``PruningCallback`` of the trainer that describes one, joined with ``" + "`` (``"dense"``
+    when the model was never pruned). The report records the start weights
+    (``lit_prune.models.weights_source``: published pretrained weights, a checkpoint, or random
+    initialisation), and with published weights the published accuracy beside the measured one.
 
     Under DDP everything happens on global rank 0 only (evaluation on the whole, unsharded test
     set), with no collective call, and only rank 0 writes files.
@@ -118,10 +121,12 @@ class ProfilingCallback(Callback):
         self.max_eval_batches = max_eval_batches
         self.device = device
 
+    @override
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.is_global_zero:
             self.write_run_report(trainer, pl_module, trigger="fit", test_metrics=None)
 
+    @override
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.is_global_zero:
             metrics = {
@@ -236,12 +241,12 @@ class ProfilingCallback(Callback):
     ) -> tuple[dict[str, float | None] | None, int | None, str]:
         """Top-k accuracy on one split, or ``None`` with the reason."""
         try:
-            loader = _loader(trainer, split)
+            loader = loader_of(trainer, split)
         except (RuntimeError, NotImplementedError) as error:
             return None, None, f"not measured: the data module has no {split} split to evaluate ({error})"
         if loader is None:
             return None, None, f"not measured: the trainer has no data module with a {split}_dataloader()"
-        counter = _SampleCounter(_model_inputs(trainer, loader, device, limit))
+        counter = _SampleCounter(model_batches(trainer, loader, device, limit=limit))
         topk = evaluate_topk(_on_device(network, device), counter, topk=(1, 5), device=device)
         return topk, counter.count, ""
 
@@ -249,11 +254,11 @@ class ProfilingCallback(Callback):
         """One batch of ``batch_size`` model inputs, from the test (else validation, else training) data."""
         batch_size = self.batch_size or getattr(trainer.datamodule, "batch_size", None) or 128
         for split in ("test", "val", "train"):
-            loader = _loader(trainer, split)
+            loader = loader_of(trainer, split)
             if loader is None:
                 continue
             parts, count = [], 0
-            for images, _ in _model_inputs(trainer, loader, device, None):
+            for images, _ in model_batches(trainer, loader, device):
                 parts.append(images)
                 count += images.shape[0]
                 if count >= batch_size:
@@ -292,29 +297,6 @@ class _SampleCounter:
         for batch in self.batches:
             self.count += int(batch[1].shape[0])
             yield batch
-
-
-def _loader(trainer: Trainer, split: str) -> Any:
-    """The data module's loader of ``split`` (``test``, ``val``, ``train``), or the trainer's."""
-    datamodule = trainer.datamodule
-    if datamodule is not None:
-        return getattr(datamodule, f"{split}_dataloader")()
-    loaders = getattr(trainer, f"{split}_dataloaders" if split != "train" else "train_dataloader", None)
-    if isinstance(loaders, (list, tuple)):
-        return loaders[0] if loaders else None
-    return loaders
-
-
-def _model_inputs(
-    trainer: Trainer, loader: Iterable[Any], device: torch.device, limit: int | None
-) -> Iterator[tuple[Tensor, Tensor]]:
-    """Yields ``(inputs, targets)`` on ``device``, through the data module's eval transform."""
-    transform = getattr(trainer.datamodule, "transform_batch", None)
-    for index, (images, labels) in enumerate(loader):
-        if limit is not None and index >= limit:
-            return
-        batch = (images.to(device), labels.to(device))
-        yield transform(batch, train=False) if transform is not None else batch
 
 
 def _write_run_plots(trainer: Trainer, run_dir: str) -> None:
@@ -401,11 +383,8 @@ def _on_device(network: nn.Module, device: torch.device) -> nn.Module:
 
 def _describe_method(trainer: Trainer, pl_module: LightningModule) -> str:
     """Joins the ``describe_method()`` of the trainer's pruning callbacks; ``"dense"`` without pruning."""
-    descriptions = [
-        callback.describe_method()
-        for callback in trainer.callbacks
-        if callable(getattr(callback, "describe_method", None))
-    ]
+    described = (callback.describe_method() for callback in trainer.callbacks if isinstance(callback, PruningCallback))
+    descriptions = [description for description in described if description is not None]
     if descriptions:
         return " + ".join(descriptions)
     if getattr(pl_module, "pruning_mask", None) is None and not getattr(pl_module, "pruning_stages", None):

@@ -7,12 +7,13 @@ import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 from torch import Tensor, nn
+from typing_extensions import override
 
-from callbacks.evaluation import evaluate_on_validation
+from callbacks.base import PruningCallback
 from lit_prune.module import ImageClassifier
 from lit_prune.profiling import count_macs, measure_latency, measure_memory
 from lit_prune.pruning import PruningMask, validate_sparsity
@@ -33,11 +34,11 @@ __all__ = ["REGRESSION_REPORT_FILE", "ChannelRegressionPruning"]
 REGRESSION_REPORT_FILE = "regression_pruning.json"
 """Written into the run directory: ratios, per-layer errors and timings, keep lists."""
 
-_RATIOS_EXAMPLE = "{'features.*': 0.5, 'features.4*': 0.7}"
+_CHANNEL_FRACTION_EXAMPLE = "{'features.*': 0.5, 'features.4*': 0.7}"
 _RATIO_MEANING = "the fraction of input channels to remove"
 
 
-class ChannelRegressionPruning(Callback):
+class ChannelRegressionPruning(PruningCallback):
     """Prunes channels of a trained network by regression once, then lets the run fine-tune it.
 
     He, Zhang & Sun, 2017, "Channel Pruning for Accelerating Very Deep Neural Networks" (ICCV):
@@ -65,13 +66,14 @@ class ChannelRegressionPruning(Callback):
     ``ImageClassifier.apply_surgery``, so checkpoints of the run reload strictly.
 
     DDP: global rank 0 runs the whole regression on a copy of the network, from calibration
-    batches drawn from the data module's unsharded training loader; the keep lists and the resulting weights are broadcast, and every rank
+    batches drawn from the data module's unsharded training loader; the keep lists and the
+    resulting weights are broadcast (a failure too, :meth:`decide_on_rank_zero`), and every rank
     applies the same surgery and loads the same weights (a LASSO support computed separately on
     each rank could differ by floating-point noise, and with it the shapes). The optional linear
     mask is broadcast from rank 0 likewise, and so are the stage measurements.
 
     Args:
-        ratios: Fraction of input channels to remove, in ``[0, 1)``: one number for every
+        channel_fraction: Fraction of input channels to remove, in ``[0, 1)``: one number for every
             prunable layer, or ``fnmatch`` patterns over the prunable convolutions' names to
             fractions (``{"features.*": 0.5, "features.4*": 0.7}``; later patterns override
             earlier ones; unmatched layers are not pruned). Give this or ``sensitivity_file``.
@@ -86,19 +88,22 @@ class ChannelRegressionPruning(Callback):
             (unstructured, per layer, through the module's mask); ``None`` leaves them dense.
         max_lasso_fits: Upper bound on the LASSO problems solved per layer.
         seed: Seed of the sampled positions.
-        eval_batches: Validation batches measured per stage (the trainer's limit when None).
         profile_stages: Measure MACs, latency and peak memory at each stage.
+        **kwargs: Options of ``PruningCallback`` (eval_batches).
 
     Raises:
-        ValueError: If an option is out of range, or both or neither of ``ratios`` and
-            ``sensitivity_file`` are given.
-        TypeError: If ``ratios`` has the wrong type.
+        ValueError: If an option is out of range, or both or neither of ``channel_fraction``
+            and ``sensitivity_file`` are given.
+        TypeError: If ``channel_fraction`` has the wrong type.
         FileNotFoundError: If ``sensitivity_file`` does not exist.
     """
 
+    state_key_fields: ClassVar[tuple[str, ...]] = ("channel_fraction", "sensitivity_file", "sensitivity_target")
+    state_defaults: ClassVar[dict[str, Any]] = {"done": False, "removed_parameter_fraction": None}
+
     def __init__(
         self,
-        ratios: float | dict[str, float] | None = None,
+        channel_fraction: float | dict[str, float] | None = None,
         sensitivity_file: str | None = None,
         sensitivity_target: float | None = None,
         calibration_batches: int = 10,
@@ -107,21 +112,24 @@ class ChannelRegressionPruning(Callback):
         linear_sparsity: float | None = None,
         max_lasso_fits: int = 40,
         seed: int = 0,
-        eval_batches: int | None = None,
         profile_stages: bool = True,
+        **kwargs: Any,
     ) -> None:
-        if (ratios is None) == (sensitivity_file is None):
+        super().__init__(**kwargs)
+        if (channel_fraction is None) == (sensitivity_file is None):
             raise ValueError(
-                "give exactly one of ratios (one fraction or pattern -> fraction of input channels to remove) "
-                "and sensitivity_file (a sensitivity.json with sensitivity_target)"
+                "give exactly one of channel_fraction (one fraction or pattern -> fraction of input channels to "
+                "remove) and sensitivity_file (a sensitivity.json with sensitivity_target)"
             )
         if (sensitivity_file is None) != (sensitivity_target is None):
             raise ValueError("sensitivity_target goes with sensitivity_file, and sensitivity_file needs it")
-        self.ratios: float | dict[str, float] | None = None
-        if isinstance(ratios, Mapping):
-            self.ratios = check_pattern_fractions(ratios, "ratios", _RATIOS_EXAMPLE, meaning=_RATIO_MEANING)
-        elif ratios is not None:
-            self.ratios = check_channel_ratio(ratios, "ratios")
+        self.channel_fraction: float | dict[str, float] | None = None
+        if isinstance(channel_fraction, Mapping):
+            self.channel_fraction = check_pattern_fractions(
+                channel_fraction, "channel_fraction", _CHANNEL_FRACTION_EXAMPLE, meaning=_RATIO_MEANING
+            )
+        elif channel_fraction is not None:
+            self.channel_fraction = check_channel_ratio(channel_fraction, "channel_fraction")
         self.sensitivity = _read_sensitivity(sensitivity_file) if sensitivity_file is not None else None
         self.sensitivity_file = sensitivity_file
         self.sensitivity_target = (
@@ -131,77 +139,80 @@ class ChannelRegressionPruning(Callback):
         self.positions_per_image = check_int(positions_per_image, "positions_per_image", 1)
         self.start_epoch = check_int(start_epoch, "start_epoch", 0)
         self.max_lasso_fits = check_int(max_lasso_fits, "max_lasso_fits", 2)
-        self.eval_batches = check_int(eval_batches, "eval_batches", 1, optional=True)
         self.profile_stages = check_bool(profile_stages, "profile_stages")
-        self.linear_sparsity = None if linear_sparsity is None else validate_sparsity(linear_sparsity, "linear_sparsity")
-        self.seed = seed
-        self.done = False
-        self.removed_parameter_fraction: float | None = None
-        self.layer_ratios: dict[str, float] = {}
-        self._state_key = self._generate_state_key(
-            ratios=self.ratios, sensitivity_file=sensitivity_file, sensitivity_target=sensitivity_target
+        self.linear_sparsity = (
+            None if linear_sparsity is None else validate_sparsity(linear_sparsity, "linear_sparsity")
         )
+        self.seed = seed
+        self.layer_ratios: dict[str, float] = {}
 
-    @property
-    def state_key(self) -> str:
-        return self._state_key
-
+    @override
     def describe_method(self) -> str:
         """A short description of the method for reports."""
         if self.removed_parameter_fraction is not None:
             amount = f"{self.removed_parameter_fraction:.0%} of parameters removed"
         elif self.sensitivity is not None:
             amount = f"ratios from sensitivity for {self.sensitivity_target:.0%} of conv weights"
-        elif isinstance(self.ratios, float):
-            amount = f"{self.ratios:.0%} of input channels per layer"
+        elif isinstance(self.channel_fraction, float):
+            amount = f"{self.channel_fraction:.0%} of input channels per layer"
         else:
             amount = "per-layer channel ratios"
         linear = "" if self.linear_sparsity is None else f" + linear layers {self.linear_sparsity:.0%} unstructured"
         return f"regression channel pruning (LASSO + least squares, He et al. 2017), {amount}{linear}"
 
+    @override
+    def has_pruned(self) -> bool:
+        return self.done
+
+    @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if not isinstance(pl_module, ImageClassifier):
-            raise TypeError(
-                f"{type(self).__name__} works with lit_prune's ImageClassifier, got {type(pl_module).__name__}"
-            )
-        network = pl_module.network
+        super().setup(trainer, pl_module, stage)
+        network = self.classifier(pl_module).network
         if self.sensitivity is not None:
             assert self.sensitivity_target is not None
             self.layer_ratios = channel_ratios_from_sensitivity(network, self.sensitivity, self.sensitivity_target)
         else:
-            assert self.ratios is not None
-            self.layer_ratios = resolve_channel_ratios(network, self.ratios)
+            assert self.channel_fraction is not None
+            self.layer_ratios = resolve_channel_ratios(network, self.channel_fraction)
         if stage == "fit" and trainer.max_epochs is not None and 0 <= trainer.max_epochs <= self.start_epoch:
             raise ValueError(
                 f"ChannelRegressionPruning prunes at the start of epoch {self.start_epoch}, but trainer.max_epochs "
                 f"is {trainer.max_epochs}: start_epoch must be < max_epochs (the epochs after it fine-tune)"
             )
 
+    @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._prune_if_due(trainer, pl_module)
+        self._prune_if_due(trainer, self.classifier(pl_module))
 
+    @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._prune_if_due(trainer, pl_module)
+        self._prune_if_due(trainer, self.classifier(pl_module))
 
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.done:
-            assert isinstance(pl_module, ImageClassifier)
-            self._record(trainer, pl_module, "fine_tuned", self._calibration_batches(trainer, pl_module, 1))
+    @override
+    def record(
+        self, trainer: Trainer, pl_module: ImageClassifier, name: str, batch: Tensor | None = None, **values: Any
+    ) -> dict[str, Any]:
+        """Records a stage with the parameter count and, with ``profile_stages``, the cost of one batch.
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"done": self.done, "removed_parameter_fraction": self.removed_parameter_fraction}
+        Args:
+            trainer: The running trainer.
+            pl_module: The module.
+            name: The stage.
+            batch: The calibration batch to profile on; the first training batch when None.
+            **values: Further entries of the stage.
+        """
+        if batch is None:
+            batch = self._calibration_batches(trainer, pl_module, 1)[0]
+        profile = self.decide_on_rank_zero(trainer, lambda: _profile(pl_module.network, batch, self.profile_stages))
+        return super().record(trainer, pl_module, name, **profile, **values)
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.done = bool(state_dict["done"])
-        self.removed_parameter_fraction = state_dict.get("removed_parameter_fraction")
-
-    def _prune_if_due(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def _prune_if_due(self, trainer: Trainer, pl_module: ImageClassifier) -> None:
         if self.done or trainer.current_epoch < self.start_epoch:
             return
-        assert isinstance(pl_module, ImageClassifier)
         batches = self._calibration_batches(trainer, pl_module, self.calibration_batches)
-        self._record(trainer, pl_module, "baseline", batches[:1])
-        payload = self._regression_on_rank_zero(trainer, pl_module, batches)
+        self.record(trainer, pl_module, "baseline", batches[0])
+        payload = self.decide_on_rank_zero(trainer, lambda: self._regression(pl_module, batches))
+        payload["state"] = {name: tensor.to(pl_module.device) for name, tensor in payload["state"].items()}
         pl_module.apply_surgery(payload["keep"], kinds=("channels",))
         pl_module.network.load_state_dict(payload["state"])
         if pl_module.pruning_mask is not None:
@@ -228,11 +239,11 @@ class ChannelRegressionPruning(Callback):
             }
             for layer in summary["layers"]
         }
-        stage = self._record(
+        stage = self.record(
             trainer,
             pl_module,
             "pruned",
-            batches[:1],
+            batches[0],
             params_removed_fraction=summary["removed_parameter_fraction"],
             pruning_seconds=payload["seconds"],
             regression_layers=layers,
@@ -240,37 +251,20 @@ class ChannelRegressionPruning(Callback):
         self._log(trainer, summary)
         self._write_report(trainer, summary, stage)
 
-    def _regression_on_rank_zero(
-        self, trainer: Trainer, pl_module: ImageClassifier, batches: list[Tensor]
-    ) -> dict[str, Any]:
-        """Runs the regression on rank 0 (on a copy) and broadcasts keep lists, weights and results."""
-        payload: dict[str, Any] | None = None
-        failure: Exception | None = None
-        if trainer.is_global_zero:
-            try:
-                started = time.perf_counter()
-                working = copy.deepcopy(pl_module.network)
-                result = regression_channel_prune_(
-                    working,
-                    pl_module.network,
-                    batches,
-                    self.layer_ratios,
-                    positions_per_image=self.positions_per_image,
-                    seed=self.seed,
-                    max_lasso_fits=self.max_lasso_fits,
-                )
-                payload = _payload(working, result, time.perf_counter() - started)
-            except Exception as error:  # noqa: BLE001 - every rank must learn of it, or the others would hang
-                failure = error
-                payload = {"error": f"{type(error).__name__}: {error}"}
-        payload = trainer.strategy.broadcast(payload, src=0)
-        if failure is not None:
-            raise failure
-        if "error" in payload:
-            raise RuntimeError(f"regression channel pruning failed on rank 0: {payload['error']}")
-        device = pl_module.device
-        payload["state"] = {name: tensor.to(device) for name, tensor in payload["state"].items()}
-        return payload
+    def _regression(self, pl_module: ImageClassifier, batches: list[Tensor]) -> dict[str, Any]:
+        """Runs the regression on a copy of the network: keep lists, weights (on the CPU), results, seconds."""
+        started = time.perf_counter()
+        working = copy.deepcopy(pl_module.network)
+        result = regression_channel_prune_(
+            working,
+            pl_module.network,
+            batches,
+            self.layer_ratios,
+            positions_per_image=self.positions_per_image,
+            seed=self.seed,
+            max_lasso_fits=self.max_lasso_fits,
+        )
+        return _payload(working, result, time.perf_counter() - started)
 
     def _prune_linear_layers(self, trainer: Trainer, pl_module: ImageClassifier) -> None:
         assert self.linear_sparsity is not None
@@ -278,50 +272,30 @@ class ChannelRegressionPruning(Callback):
         names = [f"{name}.weight" for name, module in network.named_modules() if isinstance(module, nn.Linear)]
         if not names:
             raise ValueError(f"linear_sparsity is set but {type(network).__name__} has no linear layer")
-        pruner = UnstructuredPruner(scope="layerwise", include=names)
-        mask = pruner.mask(network, self.linear_sparsity, current_mask=restrict_mask(pl_module.pruning_mask, names))
-        state = trainer.strategy.broadcast(mask.state_dict(), src=0)
+        pruner = UnstructuredPruner(scope="layer", include=names)
+        current = restrict_mask(pl_module.pruning_mask, names)
+        state = self.decide_on_rank_zero(
+            trainer, lambda: pruner.mask(network, self.linear_sparsity, current_mask=current).state_dict()
+        )
         pl_module.set_pruning_mask(PruningMask.from_state_dict(state).to(pl_module.device))
 
     def _calibration_batches(self, trainer: Trainer, pl_module: ImageClassifier, count: int) -> list[Tensor]:
-        """The first ``count`` training batches, through the evaluation transform, on the module's device."""
-        datamodule = trainer.datamodule
-        if datamodule is None or not callable(getattr(datamodule, "transform_batch", None)):
-            raise RuntimeError(
-                f"{type(self).__name__} draws calibration images from the data module's train_dataloader() and "
-                "transform_batch(); fit with one of lit-prune's data modules"
-            )
-        batches = []
-        for index, (images, labels) in enumerate(datamodule.train_dataloader()):
-            if index >= count:
-                break
-            batch = (images.to(pl_module.device), labels.to(pl_module.device))
-            batches.append(datamodule.transform_batch(batch, train=False)[0])
+        """The images of the first ``count`` training batches, as the model sees them, on its device."""
+        batches = [images for images, _ in self.training_batches(trainer, pl_module, limit=count)]
         if not batches:
             raise RuntimeError("the training data yielded no batch to calibrate the regression on")
         return batches
-
-    def _record(
-        self, trainer: Trainer, pl_module: ImageClassifier, name: str, batches: list[Tensor], **values: Any
-    ) -> dict[str, Any]:
-        metrics = evaluate_on_validation(trainer, pl_module, self.eval_batches)
-        profile: dict[str, Any] | None = None
-        if trainer.is_global_zero:
-            profile = _profile(pl_module.network, batches[0], self.profile_stages)
-        profile = trainer.strategy.broadcast(profile, src=0)
-        return pl_module.record_stage(name, **metrics, **profile, **values)
 
     def _log(self, trainer: Trainer, summary: Mapping[str, Any]) -> None:
         metrics = {"prune/params_removed_fraction": float(summary["removed_parameter_fraction"])}
         for layer in summary["layers"]:
             metrics[f"prune/regression/{layer['layer']}/error_reconstructed"] = float(layer["error_reconstructed"])
             metrics[f"prune/regression/{layer['layer']}/kept_channels"] = float(layer["kept"])
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=trainer.global_step)
+        self.log_metrics(trainer, metrics)
 
     def _write_report(self, trainer: Trainer, summary: Mapping[str, Any], stage: Mapping[str, Any]) -> None:
         directory = trainer.log_dir
-        if not trainer.is_global_zero or directory is None:
+        if directory is None:
             return
         report = {
             "method": self.describe_method(),
@@ -334,9 +308,8 @@ class ChannelRegressionPruning(Callback):
             "pruned_stage": {key: value for key, value in stage.items() if key != "regression_layers"},
             **summary,
         }
-        path = Path(directory) / REGRESSION_REPORT_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2))
+        text = json.dumps(report, indent=2)
+        self.write_file(trainer, Path(directory) / REGRESSION_REPORT_FILE, lambda path: path.write_text(text))
 
 
 def _payload(working: nn.Module, result: RegressionPruningResult, seconds: float) -> dict[str, Any]:
@@ -369,7 +342,8 @@ def _read_sensitivity(path: str) -> SensitivityResult:
     file = check_file(
         path,
         "sensitivity_file",
-        "run a sensitivity sweep first (it writes sensitivity.json into its run directory) or give ratios instead",
+        "run a sensitivity sweep first (it writes sensitivity.json into its run directory) or give channel_fraction "
+        "instead",
     )
     try:
         data = json.loads(file.read_text())

@@ -1,88 +1,45 @@
-"""``SaliencyPruning``: SNIP, GraSP, SynFlow or magnitude pruning in stages triggered by accuracy or epoch."""
+"""``SaliencyPruning``: pruning by a weight score (SNIP, GraSP, SynFlow, ...) in stages fired by accuracy or epoch."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import islice
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
+from typing_extensions import override
 
 from callbacks.evaluation import evaluate_on_validation
 from callbacks.mask_pruning import MaskPruningCallback
 from lit_prune.errors import UserError
 from lit_prune.module import ImageClassifier
-from lit_prune.pruning import (
-    PruningMask,
-    global_prune_mask,
-    magnitude_scores,
-    validate_sparsity,
-)
-from lit_prune.pruning.saliency import (
-    class_balanced_batches,
-    grasp_scores,
-    snip_scores,
-    synflow_prune_mask,
-)
+from lit_prune.pruning import PruningMask, list_scores, validate_sparsity
+from lit_prune.pruning.nm_sparsity import pattern_sparsity
+from lit_prune.pruning.saliency import class_balanced_batches
+from lit_prune.pruning.score_registry import Score, get_score
 from lit_prune.pruning.scoring_mode import check_bn_mode
 from lit_prune.pruning.selection import DEFAULT_TIE_SEED, TIE_RULE
+from lit_prune.pruning.stages import Stage, parse_stages
 from lit_prune.pruning.unstructured import restrict_mask
+from lit_prune.validation import check_int, check_number
 
-__all__ = ["METHODS", "TRIGGERS", "SaliencyPruning", "Stage", "parse_stages"]
+__all__ = ["SaliencyPruning"]
 
-METHODS = ("snip", "grasp", "synflow", "magnitude")
-"""Scores: SNIP (Lee et al. 2019), GraSP (Wang et al. 2020), SynFlow (Tanaka et al. 2020), |w|."""
-
-TRIGGERS = ("init", "epoch", "val_top1")
-"""When a stage fires: before training, at the start of an epoch, or once validation top-1 reaches a value."""
-
-_DATA_METHODS = ("snip", "grasp")
 _DEFAULT_SAMPLES_PER_CLASS = 10
-_DEFAULT_BN_MODES = {"snip": "eval", "grasp": "train"}
-"""What the authors' code does: snip-public scores in eval mode, alecwangcq/GraSP in training mode."""
-_CALIBRATION_SPLITS = {"snip": 1, "grasp": 2}
-"""SNIP scores one batch; GraSP's reference scores two class-grouped halves."""
-_STAGE_KEYS = ("trigger", "value", "fraction", "latest_epoch")
+_DEFAULT_TARGET_SPARSITY = 0.8
 _METRIC_KEY = "val/top1"
-_METHOD_NAMES = {"snip": "SNIP", "grasp": "GraSP", "synflow": "SynFlow", "magnitude": "magnitude"}
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One pruning stage: when it fires and how much of the target it reaches.
-
-    Args:
-        trigger: ``"init"``, ``"epoch"`` or ``"val_top1"``.
-        value: The epoch (``epoch``) or validation top-1 fraction (``val_top1``); None for ``init``.
-        fraction: Fraction of the target sparsity reached by this stage, in (0, 1].
-        latest_epoch: ``val_top1`` only: fire at the start of this epoch at the latest, even
-            if the accuracy was not reached; None waits for the accuracy.
-    """
-
-    trigger: str
-    value: float | int | None
-    fraction: float
-    latest_epoch: int | None = None
-
-    def describe(self) -> str:
-        """``init``, ``epoch 5`` or ``val_top1 >= 0.4``."""
-        if self.trigger == "init":
-            return "init"
-        if self.trigger == "epoch":
-            return f"epoch {self.value}"
-        return f"val_top1 >= {self.value:g}"
 
 
 class SaliencyPruning(MaskPruningCallback):
     """Prunes by a saliency score, in stages that fire at initialisation, at epochs or at accuracies.
 
-    Methods (scores over the selected weights, global across layers, computed among the
-    survivors of the current mask so pruned weights stay pruned):
+    Scores (any registered weight score, ``lit_prune.pruning.list_scores("weights")``, or the
+    import path of a user's own; global across layers, computed among the survivors of the
+    current mask so pruned weights stay pruned); the callback supplies what the score declares
+    it needs: calibration batches, the input shape, autograd:
 
     - ``snip``: connection sensitivity ``|g ⊙ w|`` (Lee et al. 2019, "SNIP: Single-shot Network
       Pruning based on Connection Sensitivity");
@@ -91,7 +48,7 @@ class SaliencyPruning(MaskPruningCallback):
       Gradient Flow");
     - ``synflow``: iterative, data-free synaptic flow (Tanaka et al. 2020, "Pruning neural
       networks without any data by iteratively conserving synaptic flow");
-    - ``magnitude``: ``|w|``, the baseline of the comparison.
+    - ``magnitude``: ``|w|``, the baseline of the comparison; ``random`` and ``lamp`` work too.
 
     Stages (``stages``, a list of ``{trigger, value, fraction}``; the default is a single stage
     at initialisation) fire exactly once each, in order, and at most one per check, so the
@@ -113,13 +70,14 @@ class SaliencyPruning(MaskPruningCallback):
     fraction: 0.5}, {trigger: val_top1, value: 0.4, fraction: 0.75}, {trigger: val_top1,
     value: 0.6, fraction: 1.0}]``.
 
-    Calibration data (SNIP, GraSP) come from the training loader of the data module (its
-    sampler set to the current epoch, so each stage draws afresh, identically on every rank),
-    moved to the module's device and passed through ``transform_batch(train=False)``: the
-    scores see the normalised images without random crops or flips, so they do not depend on
-    augmentation draws (GraSP's reference draws augmented images). By default 10 samples of
-    every class are drawn and grouped by class (``class_balanced_batches``, as GraSP's
-    reference code draws them): GraSP scores them as two halves, in the reference's order
+    Calibration data (for the scores that need batches: SNIP, GraSP) come from the training
+    loader of the data module (its sampler set to the current epoch, so each stage draws
+    afresh, identically on every rank), moved to the module's device and passed through
+    ``transform_batch(train=False)``: the scores see the normalised images without random crops
+    or flips, so they do not depend on augmentation draws (GraSP's reference draws augmented
+    images). By default 10 samples of every class are drawn and grouped by class
+    (``class_balanced_batches``, as GraSP's reference code draws them) and cut into the score's
+    ``calibration_splits`` batches: GraSP scores them as two halves, in the reference's order
     (``g`` over both halves, then ``Hg`` over both), SNIP as one batch (snip-public scores one
     random training batch of 100, the size of the default sample on CIFAR-10; drawing it
     class-balanced is lit-prune's choice, shared with GraSP); ``calibration_batches`` takes
@@ -133,120 +91,111 @@ class SaliencyPruning(MaskPruningCallback):
     Exactly ``round(s·N)`` weights are pruned, ties at the cut broken by a seeded random key
     that does not depend on layer order (``lit_prune.pruning.selection``).
 
-    Each stage records ``stage<k>/pruned`` (epoch, trigger, validation top-1 at the trigger,
+    With ``pattern: "N:M"`` every stage keeps at most N of every M consecutive input weights
+    and the last stage leaves the pruned layers exactly N:M; the target is then ``1 - N/M``.
+
+    Each stage records ``stage<k>/pruned`` (score, epoch, trigger, validation top-1 at the trigger,
     target and achieved sparsity, validation accuracy after pruning, and ``scoring``: the
     settings the mask was made with, see :meth:`scoring_settings`); the end of training
     records ``fine_tuned``. The number of stages done is saved in this callback's state.
 
     Args:
-        method: ``"snip"``, ``"grasp"``, ``"synflow"`` or ``"magnitude"``.
-        target_sparsity: Sparsity of the selected weights after the last stage, in (0, 1).
+        score: A weight score: ``"snip"``, ``"grasp"``, ``"synflow"``, ``"magnitude"``,
+            ``"random"``, ``"lamp"``, or an import path ``package.module.function``.
+        target_sparsity: Sparsity of the selected weights after the last stage, in (0, 1);
+            0.8 when left out, or the pattern's ``1 - N/M`` with ``pattern``.
+        pattern: ``"N:M"``, e.g. ``"2:4"``; None prunes without a pattern.
         stages: The stages, as mappings with keys ``trigger``, ``value``, ``fraction`` and
             optionally ``latest_epoch``. Fractions must increase and the last must be 1.0;
             epoch values must increase, and so must accuracy values.
-        samples_per_class: Class-balanced calibration samples per class (SNIP, GraSP); 10 when
-            neither this nor ``calibration_batches`` is given.
+        samples_per_class: Class-balanced calibration samples per class (scores that need
+            batches); 10 when neither this nor ``calibration_batches`` is given.
         calibration_batches: Use this many training batches as calibration data instead.
-        temperature: GraSP's logit temperature (200 in the paper's code).
-        synflow_iterations: SynFlow's score-and-prune rounds per stage (100 in the paper).
-        bn_mode: SNIP, GraSP: ``"eval"`` (batch norm on its running statistics) or ``"train"``
-            (on the statistics of each calibration batch); dropout is off in both. ``None``
-            takes the method's reference setting: ``eval`` for SNIP, ``train`` for GraSP.
-        include: Name patterns of parameters to prune (conv and linear weights when None).
-        exclude: Name patterns of parameters to keep dense.
-        include_bias: Also prune biases.
-        include_norm: Also prune normalisation scales.
-        eval_batches: Validation batches used to measure a stage (the trainer's limit when None).
-        log_layers: Log each layer's sparsity as ``prune/layer/<name>`` every epoch.
+        temperature: The logit temperature of scores that take one (GraSP; 200 in the paper's code).
+        synflow_iterations: Score-and-prune rounds per stage of iterative scores (SynFlow; 100
+            in the paper).
+        bn_mode: Scores with a ``bn_mode`` option (SNIP, GraSP): ``"eval"`` (batch norm on its
+            running statistics) or ``"train"`` (on the statistics of each calibration batch);
+            dropout is off in both. ``None`` takes the score's default, its reference setting:
+            ``eval`` for SNIP, ``train`` for GraSP.
+        **kwargs: Options of ``MaskPruningCallback`` that choose the weights (include, exclude,
+            include_bias, include_norm), log_layers and eval_batches; the selection is global.
 
     Raises:
         ValueError: If an option is out of range, a stage is malformed, or the stages are not
             in increasing order.
-        UserError: If ``bn_mode`` is not ``eval``/``train`` or is given for a method without data.
+        UserError: If the score or pattern is unknown, ``bn_mode`` is not ``eval``/``train`` or
+            is given for a score without that option, or the target does not match the pattern.
     """
+
+    supplies = frozenset({"batches", "gradients", "input_shape", "seed"})
+    state_key_fields: ClassVar[tuple[str, ...]] = ("score", "target_sparsity", "stages")
+    state_defaults: ClassVar[dict[str, Any]] = {"stages_done": 0}
 
     def __init__(
         self,
-        method: str = "grasp",
-        target_sparsity: float = 0.8,
+        score: str = "grasp",
+        target_sparsity: float | None = None,
+        pattern: str | None = None,
         stages: Sequence[Mapping[str, Any]] | None = None,
         samples_per_class: int | None = None,
         calibration_batches: int | None = None,
         temperature: float = 200.0,
         synflow_iterations: int = 100,
         bn_mode: str | None = None,
-        include: Sequence[str] | None = None,
-        exclude: Sequence[str] | None = None,
-        include_bias: bool = False,
-        include_norm: bool = False,
-        eval_batches: int | None = None,
-        log_layers: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            scope="global",
-            score="magnitude",
-            include=include,
-            exclude=exclude,
-            include_bias=include_bias,
-            include_norm=include_norm,
-            eval_batches=eval_batches,
-            log_layers=log_layers,
-        )
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        self.method = method
+        super().__init__(scope="global", score=score, pattern=pattern, layer_sparsity=None, seed=0, **kwargs)
+        self.score = score
+        if self.pruner.nm_pattern is not None:
+            target_sparsity = pattern_sparsity(self.pruner.nm_pattern, target_sparsity, "target_sparsity")
+        elif target_sparsity is None:
+            target_sparsity = _DEFAULT_TARGET_SPARSITY
         self.target_sparsity = validate_sparsity(target_sparsity, "target_sparsity")
         if self.target_sparsity == 0.0:
             raise ValueError("target_sparsity must be in (0, 1): a pruning callback prunes something")
         self.stages = parse_stages(stages)
+        scorer = self.pruner.scorer
         self.samples_per_class, self.calibration_batches = _calibration_options(
-            method, samples_per_class, calibration_batches
+            scorer, samples_per_class, calibration_batches
         )
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
-            math.isfinite(temperature) and temperature > 0
-        ):
-            raise ValueError(f"temperature must be a positive number (200 in GraSP's code), got {temperature!r}")
-        self.temperature = float(temperature)
-        self.synflow_iterations = _positive_int(synflow_iterations, "synflow_iterations")
-        self.bn_mode = _bn_mode_option(method, bn_mode)
-        self.stages_done = 0
-        self._state_key = self._generate_state_key(
-            method=method,
-            target_sparsity=self.target_sparsity,
-            stages=tuple((s.trigger, s.value, s.fraction, s.latest_epoch) for s in self.stages),
-        )
+        self.temperature = check_number(temperature, "temperature", positive=True, meaning="200 in GraSP's code")
+        self.synflow_iterations = check_int(synflow_iterations, "synflow_iterations", 1)
+        self.bn_mode = _bn_mode_option(scorer, bn_mode)
 
-    @property
-    def state_key(self) -> str:
-        return self._state_key
-
+    @override
     def describe_method(self) -> str:
         """A short description of the method for reports."""
-        name = _METHOD_NAMES[self.method]
+        pattern = "" if self.pruner.nm_pattern is None else f" {self.pruner.nm_pattern} pattern"
+        name = f"{self.pruner.scorer.label} {self.target_sparsity:.0%}{pattern}"
         if len(self.stages) == 1:
             when = "at init" if self.stages[0].trigger == "init" else f"at {self.stages[0].describe()}"
-            return f"{name} {self.target_sparsity:.0%} {when}"
+            return f"{name} {when}"
         triggers = ", ".join(f"{s.describe()} -> {s.fraction * self.target_sparsity:.0%}" for s in self.stages)
-        return f"{name} {self.target_sparsity:.0%} in {len(self.stages)} stages ({triggers})"
+        return f"{name} in {len(self.stages)} stages ({triggers})"
 
     def scoring_settings(self) -> dict[str, Any]:
         """How this callback's masks are made, as recorded in each stage's ``scoring`` entry.
 
         Returns:
-            ``score`` and the tie rule (``tie_rule``, ``tie_seed``); for SNIP and GraSP also
-            ``bn_mode``, ``dropout`` (always ``"off"``), ``calibration`` (``class_balanced``
-            or ``loader_batches``), ``samples_per_class`` or ``calibration_batches``, and
-            ``batches`` (how many batches the scores are accumulated over); GraSP adds
-            ``temperature``; SynFlow ``bn_mode`` (``eval``), ``iterations`` and ``dtype``.
+            ``score`` and the tie rule (``tie_rule``, ``tie_seed``); for scores that need
+            batches (SNIP, GraSP) also ``bn_mode``, ``calibration`` (``class_balanced`` or
+            ``loader_batches``), ``samples_per_class`` or ``calibration_batches``, and
+            ``batches`` (how many batches the scores are accumulated over); ``temperature``
+            for a score that takes one (GraSP); ``iterations`` for an iterative score
+            (SynFlow); and the facts the score declares (``dropout: off`` for SNIP and GraSP,
+            SynFlow's ``bn_mode: eval`` and ``dtype``); with a pattern, ``pattern``.
         """
-        settings: dict[str, Any] = {"score": self.method}
-        if self.method in _DATA_METHODS:
-            settings.update(bn_mode=self.bn_mode, dropout="off")
+        scorer = self.pruner.scorer
+        settings: dict[str, Any] = {"score": self.score}
+        if self.bn_mode is not None:
+            settings["bn_mode"] = self.bn_mode
+        if "batches" in scorer.needs:
             if self.calibration_batches is None:
                 settings.update(
                     calibration="class_balanced",
                     samples_per_class=self.samples_per_class,
-                    batches=_CALIBRATION_SPLITS[self.method],
+                    batches=scorer.calibration_splits,
                 )
             else:
                 settings.update(
@@ -254,21 +203,29 @@ class SaliencyPruning(MaskPruningCallback):
                     calibration_batches=self.calibration_batches,
                     batches=self.calibration_batches,
                 )
-            if self.method == "grasp":
-                settings["temperature"] = self.temperature
-        elif self.method == "synflow":
-            settings.update(bn_mode="eval", iterations=self.synflow_iterations, dtype="float64")
+        if "temperature" in scorer.options:
+            settings["temperature"] = self.temperature
+        if scorer.iterative:
+            settings["iterations"] = self.synflow_iterations
+        settings.update(scorer.settings)
+        if self.pruner.nm_pattern is not None:
+            settings["pattern"] = str(self.pruner.nm_pattern)
         settings.update(tie_rule=TIE_RULE, tie_seed=DEFAULT_TIE_SEED)
         return settings
 
+    @override
+    def has_pruned(self) -> bool:
+        return self.stages_done > 0
+
+    @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         if stage != "fit":
             return
-        if self.method in _DATA_METHODS and trainer.datamodule is None:
+        if "batches" in self.pruner.scorer.needs and trainer.datamodule is None:
             raise ValueError(
-                f"SaliencyPruning(method={self.method!r}) draws calibration data from a data module; "
-                "pass a LightningDataModule to fit (or use method 'synflow' or 'magnitude')"
+                f"SaliencyPruning(score={self.score!r}) draws calibration data from a data module; "
+                "pass a LightningDataModule to fit (or use a score that needs no batches, such as 'synflow')"
             )
         if any(s.trigger == "val_top1" for s in self.stages) and trainer.limit_val_batches == 0:
             raise ValueError(
@@ -289,25 +246,28 @@ class SaliencyPruning(MaskPruningCallback):
                 "epoch triggers and latest_epoch fire at the start of an epoch, so they must be < max_epochs"
             )
 
+    @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        assert isinstance(pl_module, ImageClassifier)
+        module = self.classifier(pl_module)
         stage = self._next_stage()
         if stage is not None and stage.trigger == "init":
-            self._fire(trainer, pl_module, "init", self._accuracy_now(trainer, pl_module))
+            self._fire(trainer, module, "init", self._accuracy_now(trainer, module))
 
+    @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        assert isinstance(pl_module, ImageClassifier)
+        module = self.classifier(pl_module)
         stage = self._next_stage()
         if stage is None:
             return
         epoch = trainer.current_epoch
         if stage.trigger == "epoch" and epoch >= stage.value:
-            self._fire(trainer, pl_module, "epoch", self._accuracy_now(trainer, pl_module))
+            self._fire(trainer, module, "epoch", self._accuracy_now(trainer, module))
         elif stage.trigger == "val_top1" and stage.latest_epoch is not None and epoch >= stage.latest_epoch:
-            self._fire(trainer, pl_module, "latest_epoch", self._accuracy_now(trainer, pl_module))
+            self._fire(trainer, module, "latest_epoch", self._accuracy_now(trainer, module))
 
+    @override
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        assert isinstance(pl_module, ImageClassifier)
+        module = self.classifier(pl_module)
         stage = self._next_stage()
         if stage is None or stage.trigger != "val_top1" or trainer.sanity_checking or trainer.state.fn != "fit":
             return
@@ -316,31 +276,25 @@ class SaliencyPruning(MaskPruningCallback):
                 f"SaliencyPruning's val_top1 trigger needs the logged metric {_METRIC_KEY!r}, but the module "
                 f"logged only {sorted(trainer.callback_metrics)}"
             )
-        accuracy = trainer.strategy.broadcast(float(trainer.callback_metrics[_METRIC_KEY]), src=0)
+        accuracy = self.decide_on_rank_zero(trainer, lambda: float(trainer.callback_metrics[_METRIC_KEY]))
         if accuracy >= stage.value:
-            self._fire(trainer, pl_module, "val_top1", accuracy)
+            self._fire(trainer, module, "val_top1", accuracy)
 
+    @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        pl_module.log("prune/stage", float(self.stages_done), on_epoch=True, sync_dist=False)
+        self.log_metrics(trainer, {"prune/stage": float(self.stages_done)})
 
+    @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        assert isinstance(pl_module, ImageClassifier)
         if self.stages_done < len(self.stages):
             pending = ", ".join(s.describe() for s in self.stages[self.stages_done :])
             rank_zero_warn(
                 f"SaliencyPruning fired {self.stages_done} of {len(self.stages)} stages; never triggered: {pending}. "
-                f"The model ends at sparsity {self._sparsity(pl_module):.4f} instead of {self.target_sparsity}; "
-                "lower the accuracy thresholds, add latest_epoch, or train longer"
+                f"The model ends at sparsity {self._sparsity(self.classifier(pl_module)):.4f} instead of "
+                f"{self.target_sparsity}; lower the accuracy thresholds, add latest_epoch, or train longer"
             )
-        if self.stages_done:
-            self.record(trainer, pl_module, "fine_tuned")
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"stages_done": self.stages_done}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.stages_done = int(state_dict["stages_done"])
+        super().on_train_end(trainer, pl_module)
 
     def _next_stage(self) -> Stage | None:
         return self.stages[self.stages_done] if self.stages_done < len(self.stages) else None
@@ -356,14 +310,13 @@ class SaliencyPruning(MaskPruningCallback):
         index = self.stages_done
         stage = self.stages[index]
         sparsity = stage.fraction * self.target_sparsity
-        with torch.inference_mode(False), torch.enable_grad():
-            self.install_mask(trainer, pl_module, self.compute_mask(trainer, pl_module, sparsity))
+        self.install_mask(trainer, pl_module, lambda: self._scored_mask(trainer, pl_module, sparsity))
         self.stages_done = index + 1
         self.record(
             trainer,
             pl_module,
             f"stage{index + 1}/pruned",
-            method=self.method,
+            score=self.score,
             trigger=stage.describe(),
             fired_by=fired_by,
             val_top1_at_trigger=accuracy,
@@ -372,8 +325,15 @@ class SaliencyPruning(MaskPruningCallback):
             scoring=self.scoring_settings(),
         )
 
+    def _scored_mask(self, trainer: Trainer, pl_module: ImageClassifier, sparsity: float) -> PruningMask:
+        """:meth:`compute_mask`, with gradients enabled for a score that needs them (inside a no-grad hook)."""
+        if "gradients" not in self.pruner.scorer.needs:
+            return self.compute_mask(trainer, pl_module, sparsity)
+        with torch.inference_mode(False), torch.enable_grad():
+            return self.compute_mask(trainer, pl_module, sparsity)
+
     def compute_mask(self, trainer: Trainer, pl_module: ImageClassifier, sparsity: float) -> PruningMask:
-        """Scores the selected weights with the method and prunes the survivors to ``sparsity``.
+        """Scores the selected weights with the score and prunes the survivors to ``sparsity``.
 
         Args:
             trainer: The running trainer (its data module supplies calibration data).
@@ -383,32 +343,24 @@ class SaliencyPruning(MaskPruningCallback):
         Returns:
             The mask over the selected parameters.
         """
-        network = pl_module.network
-        params = self.pruner.parameters(network)
-        current = restrict_mask(pl_module.pruning_mask, params)
-        if self.method == "magnitude":
-            return global_prune_mask(magnitude_scores(params), sparsity, current)
-        if self.method == "synflow":
-            images, _ = next(_model_batches(trainer, pl_module))
-            return synflow_prune_mask(
-                network, params, tuple(images.shape[1:]), sparsity, self.synflow_iterations, current
-            )
-        batches = self._calibration_data(trainer, pl_module)
-        if self.method == "snip":
-            scores = snip_scores(network, params, batches, current_mask=current, bn_mode=self.bn_mode)
-        else:
-            scores = grasp_scores(
-                network,
-                params,
-                batches,
-                temperature=self.temperature,
-                current_mask=current,
-                bn_mode=self.bn_mode,
-            )
-        return global_prune_mask(scores, sparsity, current)
+        scorer = self.pruner.scorer
+        inputs: dict[str, Any] = {"bn_mode": self.bn_mode}
+        if "temperature" in scorer.options:
+            inputs["temperature"] = self.temperature
+        if "batches" in scorer.needs:
+            inputs["batches"] = self._calibration_data(trainer, pl_module)
+        if "input_shape" in scorer.needs:
+            images, _ = next(self._calibration_stream(trainer, pl_module))
+            inputs["input_shape"] = tuple(images.shape[1:])
+        network, current = pl_module.network, pl_module.pruning_mask
+        return self.pruner.mask(network, sparsity, current_mask=current, iterations=self.synflow_iterations, **inputs)
+
+    def _calibration_stream(self, trainer: Trainer, pl_module: ImageClassifier) -> Iterator[tuple[Tensor, Tensor]]:
+        """Training batches drawn afresh in each epoch's order (identically on every rank)."""
+        return self.training_batches(trainer, pl_module, epoch=trainer.current_epoch)
 
     def _calibration_data(self, trainer: Trainer, pl_module: ImageClassifier) -> list[tuple[Tensor, Tensor]]:
-        stream = _model_batches(trainer, pl_module)
+        stream = self._calibration_stream(trainer, pl_module)
         if self.calibration_batches is not None:
             batches = list(islice(stream, self.calibration_batches))
             if len(batches) < self.calibration_batches:
@@ -418,136 +370,43 @@ class SaliencyPruning(MaskPruningCallback):
                 )
             return batches
         return class_balanced_batches(
-            stream, pl_module.num_classes, self.samples_per_class, _CALIBRATION_SPLITS[self.method]
+            stream, pl_module.num_classes, self.samples_per_class, self.pruner.scorer.calibration_splits
         )
-
-
-def parse_stages(stages: Sequence[Mapping[str, Any]] | None) -> list[Stage]:
-    """Validates the YAML stage list of ``SaliencyPruning`` (None: one stage at initialisation).
-
-    Args:
-        stages: Mappings with keys ``trigger``, ``value``, ``fraction`` and optionally
-            ``latest_epoch``.
-
-    Returns:
-        The stages, in firing order.
-
-    Raises:
-        ValueError: If a stage is malformed or the stages are not increasing.
-    """
-    if stages is None:
-        return [Stage("init", None, 1.0)]
-    if isinstance(stages, (str, bytes, Mapping)) or not isinstance(stages, Sequence) or not stages:
-        raise ValueError(
-            "stages must be a non-empty list of {trigger, value, fraction} mappings, e.g. "
-            "[{trigger: val_top1, value: 0.2, fraction: 0.5}, {trigger: val_top1, value: 0.6, fraction: 1.0}], "
-            f"got {stages!r}"
-        )
-    parsed = [_parse_stage(index, spec) for index, spec in enumerate(stages)]
-    fractions = [s.fraction for s in parsed]
-    if any(b <= a for a, b in zip(fractions, fractions[1:])) or fractions[-1] != 1.0:
-        raise ValueError(
-            f"stage fractions must increase strictly and the last must be 1.0 (the target), got {fractions}"
-        )
-    if any(s.trigger == "init" for s in parsed[1:]):
-        raise ValueError("an 'init' trigger fires before training, so only the first stage may have it")
-    for trigger, values in (
-        ("epoch", [s.value for s in parsed if s.trigger == "epoch"]),
-        ("val_top1", [s.value for s in parsed if s.trigger == "val_top1"]),
-        ("latest_epoch", [s.latest_epoch for s in parsed if s.latest_epoch is not None]),
-    ):
-        if any(b <= a for a, b in zip(values, values[1:])):
-            raise ValueError(f"the {trigger} values of the stages must increase strictly, got {values}")
-    return parsed
-
-
-def _parse_stage(index: int, spec: Any) -> Stage:
-    where = f"stages[{index}]"
-    if not isinstance(spec, Mapping):
-        raise ValueError(
-            f"{where} must be a mapping such as {{trigger: val_top1, value: 0.4, fraction: 0.75}}, got {spec!r}"
-        )
-    unknown = sorted(set(spec) - set(_STAGE_KEYS))
-    if unknown:
-        raise ValueError(f"{where} has unknown keys {unknown}; allowed keys: {list(_STAGE_KEYS)}")
-    trigger = spec.get("trigger")
-    if trigger not in TRIGGERS:
-        raise ValueError(f"{where}.trigger must be one of {TRIGGERS}, got {trigger!r}")
-    fraction = spec.get("fraction")
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction <= 1.0:
-        raise ValueError(f"{where}.fraction (of the target sparsity) must be in (0, 1], got {fraction!r}")
-    value = spec.get("value")
-    latest_epoch = spec.get("latest_epoch")
-    if trigger == "init":
-        if value is not None:
-            raise ValueError(f"{where}: an 'init' trigger takes no value, got {value!r}")
-    elif trigger == "epoch":
-        value = _non_negative_int(value, f"{where}.value (the epoch)")
-    elif isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
-        raise ValueError(
-            f"{where}.value must be a validation top-1 fraction in (0, 1] (0.2 for 20 %), got {value!r}"
-        )
-    if latest_epoch is not None:
-        if trigger != "val_top1":
-            raise ValueError(f"{where}: latest_epoch applies to 'val_top1' triggers only")
-        latest_epoch = _non_negative_int(latest_epoch, f"{where}.latest_epoch")
-    return Stage(trigger, value if trigger != "val_top1" else float(value), float(fraction), latest_epoch)
 
 
 def _calibration_options(
-    method: str, samples_per_class: int | None, calibration_batches: int | None
+    score: Score, samples_per_class: int | None, calibration_batches: int | None
 ) -> tuple[int | None, int | None]:
-    if method not in _DATA_METHODS:
+    if "batches" not in score.needs:
         if samples_per_class is not None or calibration_batches is not None:
             raise ValueError(
-                f"method {method!r} needs no calibration data; samples_per_class and calibration_batches "
-                f"apply to {_DATA_METHODS} only"
+                f"score {score.name!r} needs no calibration data; samples_per_class and calibration_batches "
+                f"apply to the scores that need batches ({', '.join(_scores_that(lambda s: 'batches' in s.needs))})"
             )
         return None, None
     if samples_per_class is not None and calibration_batches is not None:
         raise ValueError("give samples_per_class (class-balanced) or calibration_batches (plain batches), not both")
     if calibration_batches is not None:
-        return None, _positive_int(calibration_batches, "calibration_batches")
+        return None, check_int(calibration_batches, "calibration_batches", 1)
     if samples_per_class is None:
         return _DEFAULT_SAMPLES_PER_CLASS, None
-    return _positive_int(samples_per_class, "samples_per_class"), None
+    return check_int(samples_per_class, "samples_per_class", 1), None
 
 
-def _bn_mode_option(method: str, bn_mode: str | None) -> str | None:
-    if method not in _DATA_METHODS:
+def _bn_mode_option(score: Score, bn_mode: str | None) -> str | None:
+    if "bn_mode" not in score.options:
         if bn_mode is not None:
             raise UserError(
-                f"bn_mode applies to the methods that score calibration data, {list(_DATA_METHODS)}; "
-                f"method {method!r} takes none (SynFlow always scores in eval mode)"
+                f"bn_mode applies to the scores with a bn_mode option "
+                f"({', '.join(_scores_that(lambda s: 'bn_mode' in s.options))}); score {score.name!r} takes none"
+                + (f" (it scores with bn_mode {score.settings['bn_mode']!r})" if "bn_mode" in score.settings else "")
             )
         return None
     if bn_mode is None:
-        return _DEFAULT_BN_MODES[method]
+        return score.options["bn_mode"]
     return check_bn_mode(bn_mode)
 
 
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
-
-
-def _non_negative_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-    return value
-
-
-def _model_batches(trainer: Trainer, pl_module: LightningModule) -> Iterator[tuple[Tensor, Tensor]]:
-    """Training batches as model input: on the module's device, through ``transform_batch(train=False)``."""
-    datamodule = trainer.datamodule
-    loader = datamodule.train_dataloader() if datamodule is not None else trainer.train_dataloader
-    if loader is None:
-        raise RuntimeError("SaliencyPruning needs training data: give the Trainer a datamodule or train_dataloaders")
-    sampler = getattr(loader, "sampler", None)
-    if callable(getattr(sampler, "set_epoch", None)):
-        sampler.set_epoch(trainer.current_epoch)
-    transform = getattr(datamodule, "transform_batch", None)
-    for images, labels in loader:
-        batch = (images.to(pl_module.device), labels.to(pl_module.device))
-        yield transform(batch, train=False) if transform is not None else batch
+def _scores_that(condition: Callable[[Score], bool]) -> list[str]:
+    """The registered weight scores that meet ``condition``."""
+    return [name for name in list_scores("weights") if condition(get_score(name))]

@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
+from typing_extensions import override
 
 from callbacks.evaluation import evaluate_on_validation
 from callbacks.mask_pruning import MaskPruningCallback
-from lit_prune.atomic_files import atomic_write
 from lit_prune.errors import UserError
 from lit_prune.module import ImageClassifier
 from lit_prune.pruning import (
@@ -26,12 +26,11 @@ from lit_prune.pruning.sensitivity import (
     DEFAULT_SENSITIVITY_SPARSITIES,
     SensitivityResult,
     allocate_layer_sparsity,
-    plot_sensitivity,
     predict_metric,
-    sensitivity_figure,
     sensitivity_sweep,
 )
 from lit_prune.pruning.unstructured import restrict_mask
+from lit_prune.report.sensitivity_plot import plot_sensitivity, sensitivity_figure
 from lit_prune.validation import check_fraction_levels, check_int, check_pattern_fractions
 
 __all__ = ["SENSITIVITY_FIGURE", "SENSITIVITY_JSON", "SensitivityAnalysis"]
@@ -77,18 +76,17 @@ class SensitivityAnalysis(MaskPruningCallback):
             first matching pattern wins and unmatched layers stay dense.
         sparsities: Sparsities probed per layer, each in [0, 1).
         at_epoch: Epoch at whose start the analysis and pruning happen.
-        include: Name patterns of parameters to analyse and prune (conv and linear weights when None).
-        exclude: Name patterns of parameters to keep dense.
-        include_bias: Also prune biases.
-        include_norm: Also prune normalisation scales.
-        eval_batches: Validation batches per evaluation of the sweep and of each stage (the
-            trainer's integer ``limit_val_batches``, or all, when None).
-        log_layers: Log each layer's sparsity as ``prune/layer/<name>`` every epoch.
+        **kwargs: Options of ``MaskPruningCallback`` that choose the weights (include, exclude,
+            include_bias, include_norm), log_layers, and eval_batches (the validation batches of
+            every evaluation of the sweep and of each stage).
 
     Raises:
         ValueError: If both or neither of ``target_sparsity`` and ``layer_sparsity`` are given,
             or an option is out of range.
     """
+
+    state_key_fields: ClassVar[tuple[str, ...]] = ("target_sparsity", "layer_sparsity", "at_epoch")
+    state_defaults: ClassVar[dict[str, Any]] = {"done": False, "allocation": None}
 
     def __init__(
         self,
@@ -96,21 +94,9 @@ class SensitivityAnalysis(MaskPruningCallback):
         layer_sparsity: Mapping[str, float] | None = None,
         sparsities: Sequence[float] = DEFAULT_SENSITIVITY_SPARSITIES,
         at_epoch: int = 0,
-        include: Sequence[str] | None = None,
-        exclude: Sequence[str] | None = None,
-        include_bias: bool = False,
-        include_norm: bool = False,
-        eval_batches: int | None = None,
-        log_layers: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            include=include,
-            exclude=exclude,
-            include_bias=include_bias,
-            include_norm=include_norm,
-            eval_batches=eval_batches,
-            log_layers=log_layers,
-        )
+        super().__init__(scope="global", score="magnitude", pattern=None, layer_sparsity=None, seed=0, **kwargs)
         if (target_sparsity is None) == (layer_sparsity is None):
             raise ValueError(
                 "SensitivityAnalysis needs exactly one of target_sparsity (allocated from the sweep) "
@@ -133,24 +119,19 @@ class SensitivityAnalysis(MaskPruningCallback):
             else check_pattern_fractions(layer_sparsity, "layer_sparsity", "{'features.*': 0.8, 'classifier.*': 0.9}")
         )
         self.at_epoch = check_int(at_epoch, "at_epoch", 0)
-        self.done = False
-        self.allocation: dict[str, float] | None = None
-        self._state_key = self._generate_state_key(
-            target_sparsity=self.target_sparsity,
-            layer_sparsity=None if self.layer_sparsity is None else tuple(self.layer_sparsity.items()),
-            at_epoch=at_epoch,
-        )
 
-    @property
-    def state_key(self) -> str:
-        return self._state_key
-
+    @override
     def describe_method(self) -> str:
         """A short description of the method for reports."""
         if self.target_sparsity is not None:
             return f"sensitivity-allocated layerwise magnitude {self.target_sparsity:.0%}"
         return f"layerwise magnitude with given per-layer sparsity ({len(self.layer_sparsity)} patterns)"
 
+    @override
+    def has_pruned(self) -> bool:
+        return self.done
+
+    @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         if stage == "fit" and trainer.max_epochs is not None and 0 <= trainer.max_epochs <= self.at_epoch:
@@ -159,15 +140,10 @@ class SensitivityAnalysis(MaskPruningCallback):
                 f"{trainer.max_epochs}; at_epoch must be < max_epochs"
             )
 
+    @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        assert isinstance(pl_module, ImageClassifier)
         if not self.done and trainer.current_epoch >= self.at_epoch:
-            self.analyse_and_prune(trainer, pl_module)
-
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        assert isinstance(pl_module, ImageClassifier)
-        if self.done:
-            self.record(trainer, pl_module, "fine_tuned")
+            self.analyse_and_prune(trainer, self.classifier(pl_module))
 
     def analyse_and_prune(self, trainer: Trainer, pl_module: ImageClassifier) -> SensitivityResult:
         """Runs the sweep, writes its files, allocates, prunes and records the stages.
@@ -201,7 +177,7 @@ class SensitivityAnalysis(MaskPruningCallback):
         if trainer.is_global_zero:
             self._write_outputs(trainer, run_dir, result, mask, predicted)
         self.record(trainer, pl_module, "baseline")
-        self.install_mask(trainer, pl_module, mask)
+        self.install_mask(trainer, pl_module, lambda: mask)
         self.done = True
         self.record(
             trainer,
@@ -217,7 +193,6 @@ class SensitivityAnalysis(MaskPruningCallback):
         self, trainer: Trainer, run_dir: Path, result: SensitivityResult, mask: PruningMask, predicted: float | None
     ) -> None:
         """Writes ``sensitivity.json`` and ``sensitivity.png`` and logs the figure (rank 0 only)."""
-        run_dir.mkdir(parents=True, exist_ok=True)
         data: dict[str, Any] = {
             **result.to_dict(),
             "sparsities": self.sparsities,
@@ -231,20 +206,12 @@ class SensitivityAnalysis(MaskPruningCallback):
             "predicted_val_top1": predicted,
         }
         text = json.dumps(data, indent=2) + "\n"
-        atomic_write(run_dir / SENSITIVITY_JSON, lambda path: path.write_text(text))
-        atomic_write(run_dir / SENSITIVITY_FIGURE, lambda path: plot_sensitivity(result, path))
+        self.write_file(trainer, run_dir / SENSITIVITY_JSON, lambda path: path.write_text(text))
+        self.write_file(trainer, run_dir / SENSITIVITY_FIGURE, lambda path: plot_sensitivity(result, path))
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_figure("sensitivity/curves", sensitivity_figure(result), trainer.global_step)
         rank_zero_info(f"SensitivityAnalysis: wrote {run_dir / SENSITIVITY_JSON} and {run_dir / SENSITIVITY_FIGURE}")
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"done": self.done, "allocation": self.allocation}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.done = bool(state_dict["done"])
-        allocation = state_dict.get("allocation")
-        self.allocation = None if allocation is None else dict(allocation)
 
 
 def _predicted_metric(result: SensitivityResult, mask: PruningMask) -> float | None:
@@ -258,4 +225,3 @@ def _predicted_metric(result: SensitivityResult, mask: PruningMask) -> float | N
 def _escape_pattern(name: str) -> str:
     """Escapes fnmatch's special characters so a parameter name matches only itself."""
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)
-

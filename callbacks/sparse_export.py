@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import nn
+from typing_extensions import override
 
-from lit_prune.module import ImageClassifier
+from callbacks.base import PruningCallback
+from lit_prune.pruning import PruningMask
 from lit_prune.pruning.sparse_files import SPARSE_WEIGHTS_FILE, export_and_verify
 from lit_prune.validation import check_bool
 
 __all__ = ["SparseExport"]
 
 
-class SparseExport(Callback):
+class SparseExport(PruningCallback):
     """Exports the pruned weights as sparse COO tensors at the end of training and verifies them.
 
     Deep Compression's first step (Han et al. 2016, "Deep Compression: Compressing Deep Neural
@@ -32,7 +36,7 @@ class SparseExport(Callback):
 
     The files and the check are :func:`lit_prune.pruning.sparse_files.export_and_verify`.
 
-    The result is broadcast to every rank and recorded as the stage ``sparse_export``
+    The result (or a failure) is broadcast to every rank and recorded as the stage ``sparse_export``
     (``coo_verified``, ``coo_problems``) of the run report. Sparse inference itself is measured
     by ``ProfilingCallback(sparse_inference: true)``. A run without a mask exports nothing.
 
@@ -45,32 +49,36 @@ class SparseExport(Callback):
     """
 
     def __init__(self, fail_on_mismatch: bool = True) -> None:
+        super().__init__()
         self.fail_on_mismatch = check_bool(fail_on_mismatch, "fail_on_mismatch")
 
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if not isinstance(pl_module, ImageClassifier):
-            raise TypeError(f"SparseExport works with lit_prune's ImageClassifier, got {type(pl_module).__name__}")
+    @override
+    def describe_method(self) -> None:
+        """None: exporting changes nothing in the model."""
+        return None
 
+    @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        assert isinstance(pl_module, ImageClassifier)
+        module = self.classifier(pl_module)
         run_dir = Path(trainer.log_dir or trainer.default_root_dir)
-        mask = pl_module.pruning_mask
+        mask = module.pruning_mask
         if mask is None:
             rank_zero_warn("SparseExport: the model has no pruning mask, so there is nothing to export")
             return
-        result = None
-        if trainer.is_global_zero:
-            result = export_and_verify(pl_module.network, mask, run_dir)
-            rank_zero_info(
-                f"SparseExport: wrote {run_dir / SPARSE_WEIGHTS_FILE} ({mask.num_kept()} of {mask.num_total()} "
-                f"weights), verified: {result['verified']}"
-            )
-        result = trainer.strategy.broadcast(result, src=0)
-        pl_module.record_stage(
-            "sparse_export", coo_verified=result["verified"], coo_problems=len(result["problems"])
-        )
+        result = self.decide_on_rank_zero(trainer, lambda: _export(module.network, mask, run_dir))
+        module.record_stage("sparse_export", coo_verified=result["verified"], coo_problems=len(result["problems"]))
         if not result["verified"]:
             message = "SparseExport: the COO export does not match the mask:\n" + "\n".join(result["problems"])
             if self.fail_on_mismatch:
                 raise RuntimeError(message)
             rank_zero_warn(message)
+
+
+def _export(network: nn.Module, mask: PruningMask, run_dir: Path) -> dict[str, Any]:
+    """Writes and verifies the export (rank 0 only), and says so on the console."""
+    result = export_and_verify(network, mask, run_dir)
+    rank_zero_info(
+        f"SparseExport: wrote {run_dir / SPARSE_WEIGHTS_FILE} ({mask.num_kept()} of {mask.num_total()} weights), "
+        f"verified: {result['verified']}"
+    )
+    return result

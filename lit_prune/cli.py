@@ -15,13 +15,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from jsonargparse import ArgumentError
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lit_prune import console
-from lit_prune.cli_errors import CommandProgress, PhaseTracker, report_failure
+from lit_prune.cli_errors import CommandProgress, PhaseTracker, condense_parser_message, report_failure
 from lit_prune.cli_help import SHORT_HELP_FORMATTER, describe_for_help, remember_parser
 from lit_prune.module import ImageClassifier
+from lit_prune.renamed_options import renamed_option_error
 from lit_prune.torch_files import load_torch_file
 from lit_prune.run_directory import point_logger_at_run, remove_if_unfinished, run_of_checkpoint
 
@@ -64,6 +66,17 @@ class LitPruneCLI(LightningCLI):
 
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.add_lightning_class_args(StageBestCheckpoint, "checkpoint")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parses the command line; an option under a name lit-prune renamed is refused with its new name."""
+        try:
+            super().parse_arguments(parser, args)
+            return
+        except ArgumentError as error:
+            renamed = renamed_option_error(condense_parser_message(str(error)))
+            if renamed is None:
+                raise
+        raise renamed  # outside the handler, so the parser's error is not its context
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
@@ -161,7 +174,7 @@ def _summary(cli: LitPruneCLI) -> str | None:
 
 def _tools() -> dict[str, Callable[[list[str]], int]]:
     from lit_prune.cli_listings import list_callbacks_command, list_models_command
-    from lit_prune.report_compare import main as report_main
+    from lit_prune.report.comparison import main as report_main
 
     def report(args: list[str]) -> int:
         report_main(args)

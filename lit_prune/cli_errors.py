@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import inspect
 import re
 import sys
 import textwrap
@@ -20,13 +19,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from jsonargparse import ArgumentError
+from jsonargparse import ArgumentError, ArgumentParser
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback
 
 from lit_prune.errors import UserError
 
-__all__ = ["CommandProgress", "PhaseTracker", "condense_parser_message", "exit_status", "report_failure"]
+__all__ = [
+    "CommandProgress",
+    "PhaseTracker",
+    "class_options",
+    "condense_parser_message",
+    "exit_status",
+    "report_failure",
+]
 
 USER_ERROR = 2
 FAILURE = 1
@@ -261,13 +267,26 @@ def _class_options_hint(class_path: str, option: str) -> str | None:
     """The options a class's ``__init__`` accepts, closest to the rejected one first."""
     module_name, _, class_name = class_path.rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-        parameters = [name for name in inspect.signature(cls.__init__).parameters if name not in ("self", "args", "kwargs")]
+        parameters = class_options(getattr(importlib.import_module(module_name), class_name))
     except (ImportError, AttributeError, TypeError, ValueError):
         return None
     close = difflib.get_close_matches(option, parameters, n=3, cutoff=0.6)
     ordered = list(dict.fromkeys([*close, *parameters]))
     return f"{class_name} accepts: {', '.join(ordered)}"
+
+
+def class_options(cls: type) -> list[str]:
+    """The options of a class as the parser sees them, including those it forwards to a base as ``**kwargs``.
+
+    Args:
+        cls: A class a config can name (a callback, a data module).
+
+    Returns:
+        The option names, in the order ``--help`` lists them.
+    """
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(cls, "options")
+    return [action.dest.removeprefix("options.") for action in parser._actions if action.dest.startswith("options.")]
 
 
 def _accepted_options(command: Sequence[str]) -> list[str]:

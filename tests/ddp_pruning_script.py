@@ -39,7 +39,7 @@ def main(out_dir: Path, control: str) -> None:
         "resnet20", num_classes=10, optimizer=partial(torch.optim.SGD, lr=0.05, momentum=0.9, weight_decay=5e-4)
     )
     callbacks = [
-        LotteryTicket(epochs_per_round=1, rounds=2, prune_fraction=0.5, control=control),
+        LotteryTicket(epochs_per_round=1, rounds=2, fraction_of_remaining=0.5, control=control),
         _SaveRankState(out_dir),
     ]
     trainer = L.Trainer(

@@ -2,7 +2,7 @@
 
 Run by ``tests/test_ddp_structured.py`` as ``python tests/ddp_structured_script.py OUT_DIR``: Lightning's
 DDP launcher starts the second rank by running this script again. The channels are scored with the
-Taylor criterion, whose gradients come from data, so the decision has to be broadcast from rank 0.
+Taylor score, whose gradients come from data, so the decision has to be broadcast from rank 0.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def main(out_dir: Path) -> None:
         "resnet20", num_classes=10, optimizer=partial(torch.optim.SGD, lr=0.05, momentum=0.9, weight_decay=5e-4)
     )
     callbacks = [
-        ChannelPruning(param_fraction=0.4, prune_epoch=1, criterion="taylor", taylor_batches=2),
+        ChannelPruning(removed_fraction=0.4, prune_epoch=1, score="taylor", calibration_batches=2),
         _SaveRankState(out_dir),
     ]
     trainer = L.Trainer(

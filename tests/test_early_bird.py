@@ -131,7 +131,7 @@ def test_ratio_out_of_range_is_rejected(ratio: float) -> None:
     with pytest.raises(ValueError, match=r"\(0, 1\)"):
         bn_scale_channel_mask(create_model("resnet20"), ratio)
     with pytest.raises(ValueError, match=r"\(0, 1\)"):
-        EarlyBird(ratio=ratio)
+        EarlyBird(channel_fraction=ratio)
 
 
 @pytest.mark.parametrize(
@@ -172,7 +172,7 @@ def test_callback_draws_the_ticket_when_the_constructed_masks_settle(monkeypatch
     module = _module()
     sizes = _channel_counts(module)
     flipped_at_epoch = {0: 0, 1: 224, 2: 134, 3: 90, 4: 54, 5: 36, 6: 22, 7: 10}
-    callback = EarlyBird(ratio=0.3, window=3, threshold=0.1)
+    callback = EarlyBird(channel_fraction=0.3, window=3, threshold=0.1)
     trainer = _trainer(None, max_epochs=8, callbacks=[callback])
 
     def constructed_mask(*args: Any, **kwargs: Any) -> dict[str, Tensor]:
@@ -208,7 +208,7 @@ def test_fixed_epoch_draws_the_bn_scale_ticket_restarts_the_lr_and_stops_slimmin
                 drawn["mask"] = bn_scale_channel_mask(pl_module.network, 0.5)
 
     slimming = NetworkSlimming(penalty=1e-3)
-    callback = EarlyBird(ratio=0.5, draw_epoch=2)
+    callback = EarlyBird(channel_fraction=0.5, draw_epoch=2)
     _trainer(None, max_epochs=3, callbacks=[slimming, _MaskAtDraw(), callback, _Spy()]).fit(module, digits(8))
 
     assert _channel_counts(module) == {name: int(keep.sum()) for name, keep in drawn["mask"].items()}
@@ -225,7 +225,8 @@ def test_resume_before_and_after_the_draw_matches_an_uninterrupted_run(tmp_path:
         L.seed_everything(0)
         module = _module()
         checkpoints = ModelCheckpoint(dirpath=tmp_path / directory, save_top_k=-1, filename="{epoch}")
-        callbacks = [NetworkSlimming(penalty=1e-3), EarlyBird(ratio=0.3, window=3, threshold=1.0), checkpoints]
+        early_bird = EarlyBird(channel_fraction=0.3, window=3, threshold=1.0)
+        callbacks = [NetworkSlimming(penalty=1e-3), early_bird, checkpoints]
         _trainer(tmp_path, max_epochs, callbacks, logger=False).fit(module, digits(8), ckpt_path=ckpt_path)
         return module
 

@@ -51,7 +51,7 @@ def test_one_shot_global_exact_sparsity_and_zeros_stay_zero(optimizer: partial) 
 def test_bf16_mixed_precision_keeps_zeros() -> None:
     L.seed_everything(0)
     module = make_module()
-    callback = MagnitudePruning(target_sparsity=0.5, start_epoch=0, scope="layerwise")
+    callback = MagnitudePruning(target_sparsity=0.5, start_epoch=0, scope="layer")
     make_trainer(None, max_epochs=2, callbacks=[callback], precision="bf16-mixed").fit(module, digits())
     for name, fraction in module.pruning_mask.layer_sparsity().items():
         numel = module.pruning_mask[name].numel()
@@ -69,7 +69,7 @@ def test_iterative_schedule_only_shrinks_masks() -> None:
             if pl_module.pruning_mask is not None:
                 masks.append(pl_module.pruning_mask.state_dict())
 
-    callback = MagnitudePruning(target_sparsity=0.8, schedule="iterative", fraction_per_step=0.5, every_n_epochs=1)
+    callback = MagnitudePruning(target_sparsity=0.8, schedule="iterative", fraction_of_remaining=0.5, every_n_epochs=1)
     make_trainer(None, max_epochs=4, callbacks=[callback, _Spy()]).fit(module, digits())
     assert [round(s["target_sparsity"], 6) for s in module.pruning_stages if "target_sparsity" in s] == [0.5, 0.75, 0.8]
     for earlier, later in zip(masks, masks[1:]):

@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from callbacks.base import PruningCallback
 from callbacks.profiling import ProfilingCallback
 from datamodules import DigitsDataModule
 from lit_prune.module import ImageClassifier
@@ -47,7 +48,7 @@ PROFILE_CONTRACT = {
 }
 
 
-class DescribedPruning(Callback):
+class DescribedPruning(PruningCallback):
     """Stands for a pruning callback: only describes its method."""
 
     def describe_method(self) -> str:

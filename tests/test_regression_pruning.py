@@ -327,7 +327,10 @@ def test_vgg16_bn_end_to_end_shrinks_fine_tunes_and_reloads(tmp_path: Path) -> N
         optimizer=partial(torch.optim.SGD, lr=0.01, momentum=0.9),
     )
     callback = ChannelRegressionPruning(
-        ratios={"features.*": 0.5, "features.3": 0.0}, calibration_batches=1, positions_per_image=3, eval_batches=1
+        channel_fraction={"features.*": 0.5, "features.3": 0.0},
+        calibration_batches=1,
+        positions_per_image=3,
+        eval_batches=1,
     )
     trainer = _trainer(tmp_path, max_epochs=1, callbacks=[callback])
     trainer.fit(module, DigitsDataModule(batch_size=4, seed=0))
@@ -425,16 +428,20 @@ def test_resnet_with_sensitivity_file_and_linear_mask_resumes_without_pruning_ag
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"ratios": 1.0}, ValueError, r"\[0, 1\)"),
-        ({"ratios": {"features.3": "half"}}, TypeError, "fraction"),
-        ({}, ValueError, "exactly one of ratios"),
-        ({"ratios": 0.5, "sensitivity_file": "s.json", "sensitivity_target": 0.5}, ValueError, "exactly one"),
+        ({"channel_fraction": 1.0}, ValueError, r"\[0, 1\)"),
+        ({"channel_fraction": {"features.3": "half"}}, TypeError, "fraction"),
+        ({}, ValueError, "exactly one of channel_fraction"),
+        ({"channel_fraction": 0.5, "sensitivity_file": "s.json", "sensitivity_target": 0.5}, ValueError, "exactly one"),
         ({"sensitivity_file": "missing.json", "sensitivity_target": 0.5}, FileNotFoundError, "does not exist"),
         ({"sensitivity_file": "missing.json"}, ValueError, "sensitivity_target"),
-        ({"ratios": 0.5, "calibration_batches": 0}, ValueError, "calibration_batches must be an integer >= 1"),
-        ({"ratios": 0.5, "positions_per_image": 0}, ValueError, "positions_per_image"),
-        ({"ratios": 0.5, "linear_sparsity": 1.0}, ValueError, "linear_sparsity"),
-        ({"ratios": 0.5, "max_lasso_fits": 1}, ValueError, "max_lasso_fits"),
+        (
+            {"channel_fraction": 0.5, "calibration_batches": 0},
+            ValueError,
+            "calibration_batches must be an integer >= 1",
+        ),
+        ({"channel_fraction": 0.5, "positions_per_image": 0}, ValueError, "positions_per_image"),
+        ({"channel_fraction": 0.5, "linear_sparsity": 1.0}, ValueError, "linear_sparsity"),
+        ({"channel_fraction": 0.5, "max_lasso_fits": 1}, ValueError, "max_lasso_fits"),
     ],
 )
 def test_bad_callback_options_fail_at_construction(kwargs: dict, error: type[Exception], message: str) -> None:
@@ -445,13 +452,13 @@ def test_bad_callback_options_fail_at_construction(kwargs: dict, error: type[Exc
 def test_unsupported_model_and_late_start_fail_at_setup() -> None:
     vit = ImageClassifier(VisionTransformer(img_size=32, patch_size=8, embed_dim=48, depth=1, num_heads=3))
     with pytest.raises(TypeError, match="does not support VisionTransformer"):
-        _trainer(None, 1, [ChannelRegressionPruning(ratios=0.5)]).fit(vit, DigitsDataModule(batch_size=8))
+        _trainer(None, 1, [ChannelRegressionPruning(channel_fraction=0.5)]).fit(vit, DigitsDataModule(batch_size=8))
     with pytest.raises(ValueError, match="start_epoch must be < max_epochs"):
-        _trainer(None, 2, [ChannelRegressionPruning(ratios=0.5, start_epoch=2)]).fit(
+        _trainer(None, 2, [ChannelRegressionPruning(channel_fraction=0.5, start_epoch=2)]).fit(
             ImageClassifier("resnet20"), DigitsDataModule(batch_size=8)
         )
     with pytest.raises(ValueError, match="matches no prunable layer"):
-        _trainer(None, 1, [ChannelRegressionPruning(ratios={"features.*": 0.5})]).fit(
+        _trainer(None, 1, [ChannelRegressionPruning(channel_fraction={"features.*": 0.5})]).fit(
             ImageClassifier("resnet20"), DigitsDataModule(batch_size=8)
         )
 
@@ -462,7 +469,7 @@ def test_a_failure_of_the_regression_reaches_the_caller(monkeypatch: pytest.Monk
 
     monkeypatch.setattr("callbacks.regression_pruning.regression_channel_prune_", fail)
     module = _resnet8_module()
-    callback = ChannelRegressionPruning(ratios=0.5, calibration_batches=1, profile_stages=False)
+    callback = ChannelRegressionPruning(channel_fraction=0.5, calibration_batches=1, profile_stages=False)
     with pytest.raises(ValueError, match="calibration went wrong"):
         _trainer(None, 1, [callback]).fit(module, DigitsDataModule(batch_size=8))
     assert not callback.done and module.surgery_history == []
@@ -511,7 +518,7 @@ def _ddp_main(out_dir: Path) -> None:
     L.seed_everything(0)
     module = _resnet8_module()
     callbacks = [
-        ChannelRegressionPruning(ratios=0.5, calibration_batches=2, positions_per_image=4),
+        ChannelRegressionPruning(channel_fraction=0.5, calibration_batches=2, positions_per_image=4),
         _SaveRankState(out_dir),
     ]
     trainer = _trainer(None, 1, callbacks, devices=2, strategy="ddp", default_root_dir=str(out_dir))

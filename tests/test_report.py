@@ -424,7 +424,7 @@ def test_lit_prune_report_compares_dense_unstructured_and_channel_pruned_runs(tm
         "callbacks": [
             {"class_path": "callbacks.profiling.ProfilingCallback"},
             {"class_path": "callbacks.channel_pruning.ChannelPruning",
-             "init_args": {"param_fraction": 0.3, "fine_tune_epochs": 1, "eval_batches": 1}},
+             "init_args": {"removed_fraction": 0.3, "fine_tune_epochs": 1, "eval_batches": 1}},
         ],
     }}))  # fmt: skip
     runs = {

@@ -63,14 +63,14 @@ def test_e3_fixed_shares_one_base_per_seed_keeping_every_draw_epoch(resolver: Co
     keeper = base["trainer"]["callbacks"][-1]
     assert keeper["class_path"] == "lit_prune.sweep.base_stage.BaseCheckpoints"
     assert keeper["init_args"]["epochs"] == [10, 30, 50, 100]
-    branch = next(run for run in runs if run.name == "draw_epoch-30_ratio-0.5_seed-1")
+    branch = next(run for run in runs if run.name == "draw_epoch-30_channel_fraction-0.5_seed-1")
     assert (branch.base, branch.branch_epoch) == ("base_seed-1", 30)
     assert branch.start_checkpoint(tmp_path) == tmp_path / "base_seed-1" / "checkpoints" / "start_epoch_030.ckpt"
 
 
 def test_e2_branches_rewind_to_their_base_init(resolver: ConfigResolver, tmp_path: Path) -> None:
     runs = plan_runs(load_sweep_file(CONFIG_DIR / "sweeps" / "e2_lottery.yaml"), tmp_path, resolver)
-    branch = next(run for run in runs if run.name == "final_sparsity-0.7_seed-2")
+    branch = next(run for run in runs if run.kind == "branch" and run.seed == 2)
     ticket = yaml.safe_load(branch.config_text)["trainer"]["callbacks"][-1]
     assert ticket["init_args"]["rewind_weights"] == str(tmp_path / "base_seed-2" / "checkpoints" / "init.ckpt")
 
@@ -99,7 +99,8 @@ def test_bad_sweep_files_are_refused(content: dict, message: str, tmp_path: Path
 
 
 def test_command_line_grid_and_seeds_are_parsed() -> None:
-    assert parse_grid_option("trainer.callbacks.target_sparsity=0.5, 0.7") == ("trainer.callbacks.target_sparsity", [0.5, 0.7])
+    key = "trainer.callbacks.target_sparsity"
+    assert parse_grid_option(f"{key}=0.5, 0.7") == (key, [0.5, 0.7])
     assert parse_grid_option("model.network=resnet20,resnet32") == ("model.network", ["resnet20", "resnet32"])
     assert parse_seeds("0,1,2") == (0, 1, 2)
     with pytest.raises(UserError, match="KEY=V1,V2"):
@@ -127,7 +128,8 @@ def test_a_combination_the_run_parser_rejects_is_found_before_anything_runs(
 
 
 def test_runs_that_would_share_a_directory_are_refused(resolver: ConfigResolver, tmp_path: Path) -> None:
-    definition = SweepDefinition(name="clash", config=QUICKSTART, grid={"model.network_kwargs": [{"a": "x y"}, {"a": "x-y"}]})
+    grid = {"model.network_kwargs": [{"a": "x y"}, {"a": "x-y"}]}
+    definition = SweepDefinition(name="clash", config=QUICKSTART, grid=grid)
     with pytest.raises(UserError, match="share the directory"):
         plan_runs(definition, tmp_path, resolver)
 

@@ -35,17 +35,17 @@ def one_shot(target: float) -> list[float]:
     return [validate_sparsity(target, "target")]
 
 
-def fixed_steps(target: float, fraction_per_step: float, initial: float = 0.0) -> list[float]:
+def fixed_steps(target: float, fraction_of_remaining: float, initial: float = 0.0) -> list[float]:
     """Reaches ``target`` by pruning a fixed fraction of the remaining weights per step.
 
     Iterative pruning with retraining between steps (Han et al., 2015; Frankle & Carbin, 2019,
     "The Lottery Ticket Hypothesis", ICLR): step ``k`` reaches
-    ``1 - (1 - initial) * (1 - fraction_per_step) ** k``, and the step that would overshoot
+    ``1 - (1 - initial) * (1 - fraction_of_remaining) ** k``, and the step that would overshoot
     ``target`` is clipped to it.
 
     Args:
         target: Final sparsity in ``[0, 1)``.
-        fraction_per_step: Fraction of the still-kept weights pruned per step, in ``(0, 1)``.
+        fraction_of_remaining: Fraction of the still-kept weights pruned per step, in ``(0, 1)``.
         initial: Sparsity before the first step, in ``[0, 1)``.
 
     Returns:
@@ -56,26 +56,26 @@ def fixed_steps(target: float, fraction_per_step: float, initial: float = 0.0) -
     """
     target = validate_sparsity(target, "target")
     initial = validate_sparsity(initial, "initial")
-    fraction_per_step = _positive_fraction(fraction_per_step, "fraction_per_step")
+    fraction_of_remaining = _positive_fraction(fraction_of_remaining, "fraction_of_remaining")
     if initial >= target:
         return []
-    rounds = math.log((1.0 - target) / (1.0 - initial)) / math.log(1.0 - fraction_per_step)
+    rounds = math.log((1.0 - target) / (1.0 - initial)) / math.log(1.0 - fraction_of_remaining)
     needed = math.ceil(rounds - _TOLERANCE)
     if needed > _MAX_ROUNDS:
         raise ValueError(
-            f"reaching sparsity {target} from {initial} in steps of {fraction_per_step} of the remaining "
-            f"weights takes {needed} steps; at most {_MAX_ROUNDS} are allowed, use a larger fraction_per_step"
+            f"reaching sparsity {target} from {initial} in steps of {fraction_of_remaining} of the remaining "
+            f"weights takes {needed} steps; at most {_MAX_ROUNDS} are allowed, use a larger fraction_of_remaining"
         )
     steps: list[float] = []
     sparsity = initial
     for _ in range(needed):
-        sparsity = sparsity_after_step(sparsity, fraction_per_step)
+        sparsity = sparsity_after_step(sparsity, fraction_of_remaining)
         steps.append(min(sparsity, target))
     steps[-1] = target
     return steps
 
 
-def geometric(fraction_per_round: float, rounds: int) -> list[float]:
+def geometric(fraction_of_remaining: float, rounds: int) -> list[float]:
     """Iterative magnitude pruning (IMP) rounds, each pruning ``p`` of the remaining weights.
 
     Frankle & Carbin, 2019, "The Lottery Ticket Hypothesis: Finding Sparse, Trainable Neural
@@ -87,7 +87,7 @@ def geometric(fraction_per_round: float, rounds: int) -> list[float]:
     per round when nothing ties, so its sparsity drifts slightly above ``1 - (1 - p) ** r``.
 
     Args:
-        fraction_per_round: ``p``, in ``(0, 1)`` (Frankle & Carbin use 0.2).
+        fraction_of_remaining: ``p``, in ``(0, 1)`` (Frankle & Carbin use 0.2).
         rounds: Number of rounds, at least 1.
 
     Returns:
@@ -95,15 +95,15 @@ def geometric(fraction_per_round: float, rounds: int) -> list[float]:
 
     Raises:
         TypeError: If ``rounds`` is not an int.
-        ValueError: If ``fraction_per_round`` is outside ``(0, 1)`` or ``rounds`` is not in
+        ValueError: If ``fraction_of_remaining`` is outside ``(0, 1)`` or ``rounds`` is not in
             ``[1, 10000]``.
     """
-    fraction_per_round = _positive_fraction(fraction_per_round, "fraction_per_round")
+    fraction_of_remaining = _positive_fraction(fraction_of_remaining, "fraction_of_remaining")
     if isinstance(rounds, bool) or not isinstance(rounds, int):
         raise TypeError(f"rounds must be an int, got {rounds!r}")
     if not 1 <= rounds <= _MAX_ROUNDS:
         raise ValueError(f"rounds must be in [1, {_MAX_ROUNDS}], got {rounds}")
-    return [1.0 - (1.0 - fraction_per_round) ** r for r in range(1, rounds + 1)]
+    return [1.0 - (1.0 - fraction_of_remaining) ** r for r in range(1, rounds + 1)]
 
 
 def linear_steps(target: float, step: float, initial: float = 0.0) -> list[float]:

@@ -18,13 +18,14 @@ the dense network itself.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Checkpoint
+
+from lit_prune.atomic_files import atomic_checkpoint
 
 __all__ = ["BaseCheckpoints", "init_checkpoint", "start_checkpoint"]
 
@@ -93,8 +94,4 @@ class BaseCheckpoints(Checkpoint):
 
 def _save(trainer: Trainer, path: Path) -> None:
     """Saves the trainer's checkpoint to ``path`` through a temporary file (renamed on rank 0)."""
-    temporary = path.with_name(f".{path.name}.partial")
-    trainer.save_checkpoint(temporary)
-    if trainer.is_global_zero:
-        os.replace(temporary, path)
-    trainer.strategy.barrier("lit_prune_base_checkpoint")
+    atomic_checkpoint(trainer, path, barrier="lit_prune_base_checkpoint")
