@@ -14,19 +14,16 @@ from typing import Sequence
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from lit_prune.validation import check_int
+
 __all__ = ["WarmupCosineLR", "WarmupMultiStepLR"]
-
-
-def _check_non_negative_int(name: str, value: int) -> None:
-    if not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
 
 
 class _WarmupScheduler(LRScheduler):
     """Base class: a linear ramp from ``warmup_start_factor * base_lr`` to ``base_lr``, then a decay."""
 
     def __init__(self, optimizer: Optimizer, warmup_epochs: int, warmup_start_factor: float, last_epoch: int) -> None:
-        _check_non_negative_int("warmup_epochs", warmup_epochs)
+        check_int(warmup_epochs, "warmup_epochs", 0)
         if not 0.0 < warmup_start_factor <= 1.0:
             raise ValueError(f"warmup_start_factor must be in (0, 1], got {warmup_start_factor!r}")
         self.warmup_epochs = warmup_epochs
@@ -115,7 +112,7 @@ class WarmupCosineLR(_WarmupScheduler):
         min_lr_factor: float = 0.0,
         last_epoch: int = -1,
     ) -> None:
-        _check_non_negative_int("max_epochs", max_epochs)
+        check_int(max_epochs, "max_epochs", 0)
         if warmup_epochs >= max_epochs:
             raise ValueError(f"warmup_epochs ({warmup_epochs}) must be less than max_epochs ({max_epochs})")
         if not 0.0 <= min_lr_factor <= 1.0:

@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_prune.pruning.channel_groups import StructuredGroup, prunable_groups
+from lit_prune.validation import check_fraction
 
 __all__ = ["ChannelMask", "EarlyBirdDetector", "bn_scale_channel_mask", "keep_indices", "mask_distance"]
 
@@ -70,7 +71,7 @@ def bn_scale_channel_mask(
         ValueError: If ``ratio`` or ``max_group_fraction`` is out of range, or the model has
             no channel group or a group has no affine batch norm (a Vision Transformer).
     """
-    ratio = _check_open_fraction(ratio, "ratio")
+    ratio = check_fraction(ratio, "ratio", zero=False, meaning="the fraction of channels to prune")
     if isinstance(max_group_fraction, bool) or not isinstance(max_group_fraction, (int, float)):
         raise TypeError(f"max_group_fraction must be a number in (0, 1], got {max_group_fraction!r}")
     if not 0.0 < max_group_fraction <= 1.0:
@@ -235,11 +236,3 @@ def _capped(keep: Tensor, scores: Tensor, max_group_fraction: float) -> Tensor:
     kept = torch.zeros_like(keep)
     kept[torch.sort(scores, descending=True, stable=True).indices[: size - allowed]] = True
     return kept
-
-
-def _check_open_fraction(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number in (0, 1), got {value!r}")
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"{name} must be in (0, 1) (the fraction of channels to prune), got {value}")
-    return float(value)
