@@ -50,15 +50,16 @@ class SaliencyPruning(MaskPruningCallback):
       networks without any data by iteratively conserving synaptic flow");
     - ``magnitude``: ``|w|``, the baseline of the comparison; ``random`` and ``lamp`` work too.
 
-    Stages (``stages``, a list of ``{trigger, value, fraction}``; the default is a single stage
-    at initialisation) fire exactly once each, in order, and at most one per check, so the
-    network trains between stages; stage ``k`` prunes the survivors down to ``fraction_k *
-    target_sparsity`` of the selected weights, and the mask is frozen in between:
+    Stages (``stages``, a list of ``{trigger, value, fraction_of_target}``; the default is a
+    single stage at initialisation) fire exactly once each, in order, and at most one per check,
+    so the network trains between stages; stage ``k`` prunes the survivors down to
+    ``fraction_of_target_k * target_sparsity`` of the selected weights, and the mask is frozen in
+    between:
 
-    - ``{trigger: init, fraction: f}`` fires in ``on_train_start``, before the first training
-      step of the fit (only as the first stage);
-    - ``{trigger: epoch, value: e, fraction: f}`` fires at the start of epoch ``e``;
-    - ``{trigger: val_top1, value: a, fraction: f}`` fires right after the first validation
+    - ``{trigger: init, fraction_of_target: f}`` fires in ``on_train_start``, before the first
+      training step of the fit (only as the first stage);
+    - ``{trigger: epoch, value: e, fraction_of_target: f}`` fires at the start of epoch ``e``;
+    - ``{trigger: val_top1, value: a, fraction_of_target: f}`` fires right after the first validation
       (during ``fit``, not the sanity check) whose logged ``val/top1`` is at least ``a``, in
       ``on_validation_end``, before the checkpoint of that validation is written (so a resumed
       run neither repeats nor skips the stage); training continues with the pruned network.
@@ -67,8 +68,8 @@ class SaliencyPruning(MaskPruningCallback):
       also fires at the start of epoch ``e`` if the accuracy was not reached by then.
 
     E6 of lit-prune, GraSP from scratch to 80 %: ``stages: [{trigger: val_top1, value: 0.2,
-    fraction: 0.5}, {trigger: val_top1, value: 0.4, fraction: 0.75}, {trigger: val_top1,
-    value: 0.6, fraction: 1.0}]``.
+    fraction_of_target: 0.5}, {trigger: val_top1, value: 0.4, fraction_of_target: 0.75},
+    {trigger: val_top1, value: 0.6, fraction_of_target: 1.0}]``.
 
     Calibration data (for the scores that need batches: SNIP, GraSP) come from the training
     loader of the data module (its sampler set to the current epoch, so each stage draws
@@ -105,7 +106,7 @@ class SaliencyPruning(MaskPruningCallback):
         target_sparsity: Sparsity of the selected weights after the last stage, in (0, 1);
             0.8 when left out, or the pattern's ``1 - N/M`` with ``pattern``.
         pattern: ``"N:M"``, e.g. ``"2:4"``; None prunes without a pattern.
-        stages: The stages, as mappings with keys ``trigger``, ``value``, ``fraction`` and
+        stages: The stages, as mappings with keys ``trigger``, ``value``, ``fraction_of_target`` and
             optionally ``latest_epoch``. Fractions must increase and the last must be 1.0;
             epoch values must increase, and so must accuracy values.
         samples_per_class: Class-balanced calibration samples per class (scores that need
@@ -171,7 +172,9 @@ class SaliencyPruning(MaskPruningCallback):
         if len(self.stages) == 1:
             when = "at init" if self.stages[0].trigger == "init" else f"at {self.stages[0].describe()}"
             return f"{name} {when}"
-        triggers = ", ".join(f"{s.describe()} -> {s.fraction * self.target_sparsity:.0%}" for s in self.stages)
+        triggers = ", ".join(
+            f"{s.describe()} -> {s.fraction_of_target * self.target_sparsity:.0%}" for s in self.stages
+        )
         return f"{name} in {len(self.stages)} stages ({triggers})"
 
     def scoring_settings(self) -> dict[str, Any]:
@@ -309,7 +312,7 @@ class SaliencyPruning(MaskPruningCallback):
     def _fire(self, trainer: Trainer, pl_module: ImageClassifier, fired_by: str, accuracy: float) -> None:
         index = self.stages_done
         stage = self.stages[index]
-        sparsity = stage.fraction * self.target_sparsity
+        sparsity = stage.fraction_of_target * self.target_sparsity
         self.install_mask(trainer, pl_module, lambda: self._scored_mask(trainer, pl_module, sparsity))
         self.stages_done = index + 1
         self.record(

@@ -145,7 +145,10 @@ def test_gradual_two_four_stays_exact_through_training_and_resume(
 def test_saliency_stages_reach_exactly_two_four() -> None:
     L.seed_everything(0)
     module = make_module()
-    stages = [{"trigger": "epoch", "value": 0, "fraction": 0.5}, {"trigger": "epoch", "value": 1, "fraction": 1.0}]
+    stages = [
+        {"trigger": "epoch", "value": 0, "fraction_of_target": 0.5},
+        {"trigger": "epoch", "value": 1, "fraction_of_target": 1.0},
+    ]
     callback = SaliencyPruning(score="snip", pattern="2:4", stages=stages, calibration_batches=1)
     make_trainer(None, max_epochs=2, callbacks=[callback]).fit(module, digits())
     _exactly_two_four(module)

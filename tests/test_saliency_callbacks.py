@@ -21,9 +21,9 @@ from lit_prune.pruning.stages import parse_stages
 from tests.pruning_helpers import digits, make_module, make_trainer
 
 E6_STAGES = [
-    {"trigger": "val_top1", "value": 0.2, "fraction": 0.5},
-    {"trigger": "val_top1", "value": 0.4, "fraction": 0.75},
-    {"trigger": "val_top1", "value": 0.6, "fraction": 1.0},
+    {"trigger": "val_top1", "value": 0.2, "fraction_of_target": 0.5},
+    {"trigger": "val_top1", "value": 0.4, "fraction_of_target": 0.75},
+    {"trigger": "val_top1", "value": 0.6, "fraction_of_target": 1.0},
 ]
 
 
@@ -168,8 +168,8 @@ def test_snip_stages_in_a_real_run_prune_among_survivors_only() -> None:
             masks.append(pl_module.pruning_mask.state_dict())
 
     stages = [
-        {"trigger": "val_top1", "value": 0.01, "fraction": 0.5},
-        {"trigger": "epoch", "value": 2, "fraction": 1.0},
+        {"trigger": "val_top1", "value": 0.01, "fraction_of_target": 0.5},
+        {"trigger": "epoch", "value": 2, "fraction_of_target": 1.0},
     ]
     callback = SaliencyPruning(score="snip", target_sparsity=0.8, stages=stages, calibration_batches=1)
     make_trainer(None, max_epochs=3, callbacks=[callback, _Spy()]).fit(module, digits())
@@ -203,8 +203,8 @@ def test_synflow_at_init_reaches_the_target() -> None:
 
 def _stages_for_resume() -> SaliencyPruning:
     stages = [
-        {"trigger": "val_top1", "value": 0.01, "fraction": 0.5},
-        {"trigger": "val_top1", "value": 0.02, "fraction": 1.0},
+        {"trigger": "val_top1", "value": 0.01, "fraction_of_target": 0.5},
+        {"trigger": "val_top1", "value": 0.02, "fraction_of_target": 1.0},
     ]
     return SaliencyPruning(score="magnitude", target_sparsity=0.8, stages=stages)
 
@@ -237,7 +237,10 @@ def test_resume_after_an_accuracy_stage_neither_repeats_nor_skips(
 def test_unfired_stages_are_reported() -> None:
     L.seed_everything(0)
     module = make_module()
-    stages = [{"trigger": "init", "fraction": 0.5}, {"trigger": "val_top1", "value": 1.0, "fraction": 1.0}]
+    stages = [
+        {"trigger": "init", "fraction_of_target": 0.5},
+        {"trigger": "val_top1", "value": 1.0, "fraction_of_target": 1.0},
+    ]
     callback = SaliencyPruning(score="magnitude", target_sparsity=0.6, stages=stages)
     with pytest.warns(UserWarning, match="fired 1 of 2 stages"):
         make_trainer(None, max_epochs=1, callbacks=[callback]).fit(module, digits())
@@ -247,7 +250,7 @@ def test_unfired_stages_are_reported() -> None:
 def test_latest_epoch_fires_a_stage_whose_accuracy_was_not_reached() -> None:
     L.seed_everything(0)
     module = make_module()
-    stages = [{"trigger": "val_top1", "value": 1.0, "fraction": 1.0, "latest_epoch": 1}]
+    stages = [{"trigger": "val_top1", "value": 1.0, "fraction_of_target": 1.0, "latest_epoch": 1}]
     callback = SaliencyPruning(score="magnitude", target_sparsity=0.5, stages=stages)
     make_trainer(None, max_epochs=2, callbacks=[callback]).fit(module, digits())
     stage = module.pruning_stages[0]
@@ -256,7 +259,7 @@ def test_latest_epoch_fires_a_stage_whose_accuracy_was_not_reached() -> None:
 
 def test_parse_stages_defaults_to_one_stage_at_init() -> None:
     (stage,) = parse_stages(None)
-    assert (stage.trigger, stage.value, stage.fraction) == ("init", None, 1.0)
+    assert (stage.trigger, stage.value, stage.fraction_of_target) == ("init", None, 1.0)
 
 
 @pytest.mark.parametrize(
@@ -266,19 +269,28 @@ def test_parse_stages_defaults_to_one_stage_at_init() -> None:
         ({"target_sparsity": 0.0}, ValueError, r"\(0, 1\)"),
         ({"target_sparsity": 1.0}, ValueError, r"\[0, 1\)"),
         ({"stages": []}, ValueError, "non-empty list"),
-        ({"stages": [{"trigger": "loss", "value": 1, "fraction": 1.0}]}, ValueError, "init"),
-        ({"stages": [{"trigger": "val_top1", "value": 20, "fraction": 1.0}]}, ValueError, "0.2 for 20"),
-        ({"stages": [{"trigger": "epoch", "value": -1, "fraction": 1.0}]}, ValueError, ">= 0"),
-        ({"stages": [{"trigger": "init", "value": 3, "fraction": 1.0}]}, ValueError, "no value"),
-        ({"stages": [{"trigger": "epoch", "value": 1, "fraction": 1.0, "when": 2}]}, ValueError, "unknown keys"),
-        ({"stages": [{"trigger": "epoch", "value": 1, "fraction": 1.0, "latest_epoch": 3}]}, ValueError, "val_top1"),
-        ({"stages": [{"trigger": "epoch", "value": 1, "fraction": 0.8}]}, ValueError, "last must be 1.0"),
+        ({"stages": [{"trigger": "loss", "value": 1, "fraction_of_target": 1.0}]}, ValueError, "init"),
+        ({"stages": [{"trigger": "val_top1", "value": 20, "fraction_of_target": 1.0}]}, ValueError, "0.2 for 20"),
+        ({"stages": [{"trigger": "epoch", "value": -1, "fraction_of_target": 1.0}]}, ValueError, ">= 0"),
+        ({"stages": [{"trigger": "init", "value": 3, "fraction_of_target": 1.0}]}, ValueError, "no value"),
+        (
+            {"stages": [{"trigger": "epoch", "value": 1, "fraction_of_target": 1.0, "when": 2}]},
+            ValueError,
+            "unknown keys",
+        ),
+        ({"stages": [{"trigger": "init", "fraction": 1.0}]}, ValueError, "fraction was renamed fraction_of_target"),
+        (
+            {"stages": [{"trigger": "epoch", "value": 1, "fraction_of_target": 1.0, "latest_epoch": 3}]},
+            ValueError,
+            "val_top1",
+        ),
+        ({"stages": [{"trigger": "epoch", "value": 1, "fraction_of_target": 0.8}]}, ValueError, "last must be 1.0"),
         ({"stages": E6_STAGES[::-1]}, ValueError, "increase strictly"),
         (
             {
                 "stages": [
-                    {"trigger": "epoch", "value": 5, "fraction": 0.5},
-                    {"trigger": "epoch", "value": 3, "fraction": 1.0},
+                    {"trigger": "epoch", "value": 5, "fraction_of_target": 0.5},
+                    {"trigger": "epoch", "value": 3, "fraction_of_target": 1.0},
                 ]
             },
             ValueError,
@@ -287,15 +299,20 @@ def test_parse_stages_defaults_to_one_stage_at_init() -> None:
         (
             {
                 "stages": [
-                    {"trigger": "val_top1", "value": 0.5, "fraction": 0.5},
-                    {"trigger": "val_top1", "value": 0.3, "fraction": 1.0},
+                    {"trigger": "val_top1", "value": 0.5, "fraction_of_target": 0.5},
+                    {"trigger": "val_top1", "value": 0.3, "fraction_of_target": 1.0},
                 ]
             },
             ValueError,
             "val_top1 values",
         ),
         (
-            {"stages": [{"trigger": "epoch", "value": 0, "fraction": 0.5}, {"trigger": "init", "fraction": 1.0}]},
+            {
+                "stages": [
+                    {"trigger": "epoch", "value": 0, "fraction_of_target": 0.5},
+                    {"trigger": "init", "fraction_of_target": 1.0},
+                ]
+            },
             ValueError,
             "first stage",
         ),
@@ -314,6 +331,6 @@ def test_bad_options_fail_at_construction(kwargs: dict, error: type[Exception], 
 
 
 def test_epoch_trigger_past_max_epochs_fails_at_start() -> None:
-    stages = [{"trigger": "epoch", "value": 5, "fraction": 1.0}]
+    stages = [{"trigger": "epoch", "value": 5, "fraction_of_target": 1.0}]
     with pytest.raises(ValueError, match="max_epochs"):
         make_trainer(None, max_epochs=3, callbacks=[SaliencyPruning(stages=stages)]).fit(make_module(), digits())

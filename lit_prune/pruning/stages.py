@@ -20,7 +20,9 @@ __all__ = ["TRIGGERS", "Stage", "parse_stages"]
 TRIGGERS = ("init", "epoch", "val_top1")
 """When a stage fires: before training, at the start of an epoch, or once validation top-1 reaches a value."""
 
-_STAGE_KEYS = ("trigger", "value", "fraction", "latest_epoch")
+_STAGE_KEYS = ("trigger", "value", "fraction_of_target", "latest_epoch")
+_RENAMED_KEYS = {"fraction": "fraction_of_target"}
+"""Old stage key to the key that replaced it; an old key is refused with the new one."""
 
 
 @dataclass(frozen=True)
@@ -30,14 +32,14 @@ class Stage:
     Args:
         trigger: ``"init"``, ``"epoch"`` or ``"val_top1"``.
         value: The epoch (``epoch``) or validation top-1 fraction (``val_top1``); None for ``init``.
-        fraction: Fraction of the target sparsity reached by this stage, in (0, 1].
+        fraction_of_target: Fraction of the target sparsity reached by this stage, in (0, 1].
         latest_epoch: ``val_top1`` only: fire at the start of this epoch at the latest, even
             if the accuracy was not reached; None waits for the accuracy.
     """
 
     trigger: str
     value: float | int | None
-    fraction: float
+    fraction_of_target: float
     latest_epoch: int | None = None
 
     def describe(self) -> str:
@@ -53,7 +55,7 @@ def parse_stages(stages: Sequence[Mapping[str, Any]] | None) -> list[Stage]:
     """Validates the YAML stage list of ``SaliencyPruning`` (None: one stage at initialisation).
 
     Args:
-        stages: Mappings with keys ``trigger``, ``value``, ``fraction`` and optionally
+        stages: Mappings with keys ``trigger``, ``value``, ``fraction_of_target`` and optionally
             ``latest_epoch``.
 
     Returns:
@@ -66,15 +68,16 @@ def parse_stages(stages: Sequence[Mapping[str, Any]] | None) -> list[Stage]:
         return [Stage("init", None, 1.0)]
     if isinstance(stages, (str, bytes, Mapping)) or not isinstance(stages, Sequence) or not stages:
         raise UserError(
-            "stages must be a non-empty list of {trigger, value, fraction} mappings, e.g. "
-            "[{trigger: val_top1, value: 0.2, fraction: 0.5}, {trigger: val_top1, value: 0.6, fraction: 1.0}], "
-            f"got {stages!r}"
+            "stages must be a non-empty list of {trigger, value, fraction_of_target} mappings, e.g. "
+            "[{trigger: val_top1, value: 0.2, fraction_of_target: 0.5}, "
+            f"{{trigger: val_top1, value: 0.6, fraction_of_target: 1.0}}], got {stages!r}"
         )
     parsed = [_parse_stage(index, spec) for index, spec in enumerate(stages)]
-    fractions = [s.fraction for s in parsed]
+    fractions = [s.fraction_of_target for s in parsed]
     if any(b <= a for a, b in zip(fractions, fractions[1:])) or fractions[-1] != 1.0:
         raise UserError(
-            f"stage fractions must increase strictly and the last must be 1.0 (the target), got {fractions}"
+            f"the stages' fraction_of_target must increase strictly and the last must be 1.0 (the target), "
+            f"got {fractions}"
         )
     if any(s.trigger == "init" for s in parsed[1:]):
         raise UserError("an 'init' trigger fires before training, so only the first stage may have it")
@@ -92,14 +95,22 @@ def _parse_stage(index: int, spec: Any) -> Stage:
     where = f"stages[{index}]"
     if not isinstance(spec, Mapping):
         raise UserError(
-            f"{where} must be a mapping such as {{trigger: val_top1, value: 0.4, fraction: 0.75}}, got {spec!r}"
+            f"{where} must be a mapping such as {{trigger: val_top1, value: 0.4, fraction_of_target: 0.75}}, "
+            f"got {spec!r}"
         )
+    for old, new in _RENAMED_KEYS.items():
+        if old in spec:
+            raise UserError(f"{where}: {old} was renamed {new} (docs/extending.md lists the names of the options)")
     unknown = sorted(set(spec) - set(_STAGE_KEYS))
     if unknown:
         raise UserError(f"{where} has unknown keys {unknown}; allowed keys: {list(_STAGE_KEYS)}")
     trigger = check_choice(spec.get("trigger"), f"{where}.trigger", TRIGGERS)
     fraction = check_fraction(
-        spec.get("fraction"), f"{where}.fraction", zero=False, one=True, meaning="of the target sparsity"
+        spec.get("fraction_of_target"),
+        f"{where}.fraction_of_target",
+        zero=False,
+        one=True,
+        meaning="of the target sparsity",
     )
     value = spec.get("value")
     latest_epoch = spec.get("latest_epoch")
