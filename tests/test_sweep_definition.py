@@ -63,7 +63,7 @@ def test_e3_fixed_shares_one_base_per_seed_keeping_every_draw_epoch(resolver: Co
     keeper = base["trainer"]["callbacks"][-1]
     assert keeper["class_path"] == "lit_prune.sweep.base_stage.BaseCheckpoints"
     assert keeper["init_args"]["epochs"] == [10, 30, 50, 100]
-    branch = next(run for run in runs if run.name == "draw_epoch-30_channel_fraction-0.5_seed-1")
+    branch = next(run for run in runs if run.values.get("trainer.callbacks.draw_epoch") == 30 and run.seed == 1)
     assert (branch.base, branch.branch_epoch) == ("base_seed-1", 30)
     assert branch.start_checkpoint(tmp_path) == tmp_path / "base_seed-1" / "checkpoints" / "start_epoch_030.ckpt"
 

@@ -46,7 +46,7 @@ CONFIG = {
             },
             {
                 "class_path": "callbacks.MagnitudePruning",
-                "init_args": {"target_sparsity": 0.5, "schedule": "one_shot", "start_epoch": 2, "exclude": ["fc.weight"]},
+                "init_args": {"target_sparsity": 0.5, "schedule": "one_shot", "start_epoch": 2},
             },
         ],
     },
@@ -109,7 +109,7 @@ def test_a_2x2_grid_with_2_seeds_runs_8_branches_of_2_shared_bases(shared_sweep)
     statistics = (sweep_dir / "statistics.md").read_text()
     assert "| target_sparsity=0.8, include_bias=True | 0, 1 |" in statistics
     assert "### top-1 %: target_sparsity (rows) × include_bias (columns)" in statistics
-    assert (sweep_dir / "accuracy_vs_sparsity_mean.png").is_file()
+    assert (sweep_dir / "accuracy_vs_sparsity_mean.png").is_file() and (sweep_dir / "comparison.md").is_file()
 
 
 def test_the_second_invocation_runs_nothing(shared_sweep, workdir: Path) -> None:
@@ -127,11 +127,12 @@ def test_a_branch_starts_from_the_base_state_of_its_epoch(shared_sweep) -> None:
     assert (start["epoch"], start["global_step"]) == (1, 4)
     init = torch.load(sweep_dir / "base_seed-0" / "checkpoints" / "init.ckpt", weights_only=False)
     assert init["global_step"] == 0
-    assert not any(torch.equal(init["state_dict"][k], start["state_dict"][k]) for k in start["state_dict"] if "conv" in k)
+    convolutions = [key for key in start["state_dict"] if "conv" in key]
+    assert not any(torch.equal(init["state_dict"][key], start["state_dict"][key]) for key in convolutions)
     log = (sweep_dir / "_sweep" / "logs" / f"{BRANCH}.log").read_text()
     assert "--ckpt_path out/tiny/base_seed-0/checkpoints/start_epoch_002.ckpt" in log
     base_report = json.loads((sweep_dir / "base_seed-0" / "report.json").read_text())
-    assert base_report["epoch"] == 2 and base_report["method"] == "dense"
+    assert base_report["global_step"] == 4 and base_report["method"] == "dense"  # stopped after epochs 0 and 1
 
 
 def test_a_sweep_killed_mid_run_resumes_and_ends_like_the_uninterrupted_one(shared_sweep, workdir: Path) -> None:
@@ -152,7 +153,8 @@ def test_a_sweep_killed_mid_run_resumes_and_ends_like_the_uninterrupted_one(shar
     assert f"{BRANCH}: done (from last.ckpt)" in result.stdout
     resumed = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     shared = torch.load(shared_sweep[1] / BRANCH / "checkpoints" / "last.ckpt", weights_only=False)
-    assert (resumed["epoch"], resumed["global_step"]) == (shared["epoch"], shared["global_step"]) == (3, 6)
+    assert (resumed["epoch"], resumed["global_step"]) == (shared["epoch"], shared["global_step"])
+    assert resumed["global_step"] == 6
     assert resumed["state_dict"].keys() == shared["state_dict"].keys()
     for key, tensor in shared["state_dict"].items():
         assert torch.equal(resumed["state_dict"][key], tensor), key
@@ -183,16 +185,44 @@ def test_failed_runs_do_not_stop_the_others_and_rerun_only_when_asked(workdir: P
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--config", "tiny.yaml", "--grid", "trainer.max_epochs=2", "--output", "out/tiny"], "made by a different sweep"),
-        (["--config", "tiny.yaml", "--grid", "trainer.callbacks.target_sparsity="], "has no values"),
-        (["--config", "tiny.yaml", "--grid", "trainer.callbacks.nope=1"], "run nope-1_seed-0: the run's parser rejects"),
+        (["--grid", "trainer.max_epochs=2", "--output", "out/tiny"], "made by a different sweep"),
+        (["--grid", "trainer.callbacks.target_sparsity="], "has no values"),
+        (["--grid", "trainer.callbacks.nope=1"], "run nope-1_seed-0: the run's parser rejects"),
     ],
 )
 def test_bad_input_is_a_short_user_error(shared_sweep, workdir: Path, args: list[str], message: str) -> None:
-    result = sweep(*args, cwd=workdir)
+    result = sweep("--config", "tiny.yaml", *args, cwd=workdir)
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stdout + result.stderr
     assert len((result.stdout + result.stderr).strip().splitlines()) <= 20
+
+
+def test_report_over_the_sweep_lays_out_mean_and_std_over_seeds(shared_sweep, workdir: Path) -> None:
+    sweep_dir = shared_sweep[1]
+    result = subprocess.run(
+        [str(LIT_PRUNE), "report", str(sweep_dir), "--output", "out/report", "--rows", "target_sparsity"]
+        + ["--columns", "include_bias", "--metric", "sparsity"],
+        cwd=workdir,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    statistics = (workdir / "out" / "report" / "statistics.md").read_text()
+    assert (workdir / "out" / "report" / "comparison.md").is_file()
+    table = [line for line in statistics.splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in table[0].strip("|").split("|")]
+    rows = {cells[0]: cells for cells in ([c.strip() for c in line.strip("|").split("|")] for line in table[1:])}
+    for sparsity in (0.5, 0.8):
+        for bias in ("false", "true"):
+            names = [f"target_sparsity-{sparsity}_include_bias-{bias}_seed-{seed}" for seed in (0, 1)]
+            reports = [json.loads((sweep_dir / name / "report.json").read_text()) for name in names]
+            top1 = [100 * report["accuracy"]["test_top1"] for report in reports]
+            mean, std = sum(top1) / 2, abs(top1[0] - top1[1]) / 2**0.5
+            cells = rows[f"target_sparsity={sparsity}, include_bias={bias.capitalize()}"]
+            assert cells[header.index("top-1 %")] == f"{mean:.2f} ± {std:.2f} (2)"
+    assert "### sparsity %: target_sparsity (rows) × include_bias (columns)" in statistics
 
 
 def _wait_until_gone(config_file: Path, timeout: float = 60) -> None:

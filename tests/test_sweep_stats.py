@@ -1,4 +1,4 @@
-"""Statistics over seeds (``lit_prune.report_stats``) against values computed by hand."""
+"""Statistics over seeds (``lit_prune.report.stats``) against values computed by hand."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lit_prune import report_stats
+import lit_prune.report.stats as report_stats
 from lit_prune.errors import UserError
-from lit_prune.report_stats import SeedRun, group_runs, layout_markdown, statistics_markdown, summarize
+from lit_prune.report.stats import SeedRun, group_runs, layout_markdown, statistics_markdown, summarize
 
 
 def _report(top1: float | None, sparsity: float, latency: float | None = 10.0) -> dict:
@@ -74,7 +74,9 @@ def test_layout_puts_one_key_down_and_another_across() -> None:
         layout_markdown(group_runs(runs), "draw_epoch", "ratio", "accuracy")
 
 
-def test_values_come_from_the_sweep_manifest_or_from_the_configs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_values_come_from_the_sweep_manifest_or_from_the_configs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(report_stats, "load_report", lambda run_dir: json.loads((run_dir / "report.json").read_text()))
     sweep = tmp_path / "sweep"
     entries = []
@@ -82,7 +84,8 @@ def test_values_come_from_the_sweep_manifest_or_from_the_configs(tmp_path: Path,
         name = f"sparsity-0.5_seed-{seed}"
         (sweep / name).mkdir(parents=True)
         (sweep / name / "report.json").write_text(json.dumps(_report(accuracy, 0.5)))
-        entries.append({"name": name, "kind": "run", "values": {"trainer.callbacks.target_sparsity": 0.5}, "seed": seed})
+        values = {"trainer.callbacks.target_sparsity": 0.5}
+        entries.append({"name": name, "kind": "run", "values": values, "seed": seed})
     (sweep / "manifest.json").write_text(json.dumps({"fingerprint": "x", "runs": entries}))
     loose = []
     for seed, (ratio, accuracy) in enumerate(((0.3, 0.5), (0.3, 0.7), (0.7, 0.4))):

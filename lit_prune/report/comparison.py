@@ -10,6 +10,9 @@ writes. The command writes into ``--output`` (the current directory by default):
   every method (:mod:`lit_prune.report.reduction`).
 * ``accuracy_vs_epoch.png``, ``loss_vs_epoch.png`` and ``accuracy_vs_sparsity.png`` (test top-1
   against the overall parameter reduction), see :mod:`lit_prune.report.plots`.
+* ``statistics.md`` and the mean plots: runs that differ only in their seed (a sweep's runs, or
+  runs whose configs differ only there) as mean ± sample std (n) of every metric, optionally laid
+  out with ``--rows KEY --columns KEY`` (:mod:`lit_prune.report.stats`).
 
 The reference of a run is its **dense baseline**, the first run given with the same model and
 dataset whose method is ``"dense"``: Δ top-1, Δ size, the theoretical speed-up (MAC ratio) and the
@@ -37,6 +40,7 @@ from lit_prune.report.formatting import (
 )
 from lit_prune.report.plots import write_plots
 from lit_prune.report.runs import Run, find_baseline, load_runs
+from lit_prune.report.stats import write_statistics
 
 __all__ = ["COMPARISON_MD", "compare_runs", "comparison_markdown", "main", "row_figures"]
 
@@ -201,9 +205,14 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     parser.add_argument(
         "--output", "-o", default=".", metavar="DIR", help="where to write (default: the current directory)"
     )
+    parser.add_argument("--rows", metavar="KEY", help="statistics.md layout: the key whose values are the rows")
+    parser.add_argument("--columns", metavar="KEY", help="statistics.md layout: the key whose values are the columns")
+    parser.add_argument("--metric", default="test_top1", help="the layout's metric (default test_top1)")
     args = parser.parse_args(argv)
     try:
         written = compare_runs(args.run_dirs, args.output)
+        run_dirs = [run.path for run in load_runs(args.run_dirs)]
+        written += write_statistics(run_dirs, Path(args.output), args.rows, args.columns, args.metric)
     except (FileNotFoundError, ValueError) as error:
         parser.error(str(error))
     for path in written:

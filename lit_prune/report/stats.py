@@ -84,7 +84,10 @@ class Metric:
 METRICS = (
     Metric("sparsity", "sparsity %", "sparsity.global", 100.0, 2),
     Metric("params_nonzero", "params non-zero", "params.nonzero", 1.0, 0),
+    Metric("removed_fraction", "removed %", "reduction.removed_fraction", 100.0, 2),
+    Metric("zeroed_fraction", "zeroed %", "reduction.zeroed_fraction", 100.0, 2),
     Metric("overall_reduction", "param. reduction %", "reduction.overall_reduction", 100.0, 2),
+    Metric("theoretical_speedup", "theoretical speed-up ×", "reduction.theoretical_speedup", 1.0, 2),
     Metric("size_mb", "size MiB", "profile.size_mb", 1.0, 3),
     Metric("sparse_size_mb", "sparse size MiB", "profile.sparse_size_mb", 1.0, 3),
     Metric("macs", "MMACs", "profile.macs", 1e-6, 2),

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from lit_prune.atomic_files import atomic_write
 from lit_prune.errors import UserError
+from lit_prune.report.comparison import compare_runs
+from lit_prune.report.stats import write_sweep_report
 from lit_prune.sweep.definition import (
     SweepDefinition,
     load_sweep_file,
@@ -57,7 +59,9 @@ def main(args: list[str]) -> int:
         UserError: For bad input (an unknown key, an empty grid, a value a run's parser rejects,
             a sweep directory made by a different sweep, ...).
     """
-    options, run_args = _parser().parse_known_args(args)
+    file = args[0] if args and not args[0].startswith("-") else None
+    options, run_args = _parser().parse_known_args(args[1:] if file is not None else args)
+    options.file = file
     definition = _definition(options, run_args)
     sweep_dir = Path(options.output) if options.output else _DEFAULT_ROOT / definition.name
     print(f"lit-prune sweep: {definition.name}: checking every run's config ...", flush=True)
@@ -66,13 +70,13 @@ def main(args: list[str]) -> int:
         manifest = Manifest.open(
             sweep_dir,
             definition.name,
-            fingerprint([run.identity() for run in runs]),
+            fingerprint([definition.identity()]),
             _describe(definition, args),
             [RunEntry(run.name, run.kind, run.values, run.seed, run.base, run.branch_epoch) for run in runs],
         )
         _write_configs(sweep_dir, runs)
         failed = _execute(manifest, runs, _launcher(options, sweep_dir, definition.name), options.retry_failed)
-        _write_report(sweep_dir, definition)
+        _write_report(sweep_dir, runs, definition)
     counts = manifest.counts()
     print(f"lit-prune sweep: {sweep_dir}: {counts['done']} of {len(runs)} runs done, {failed} failed")
     return 0 if failed == 0 else 1
@@ -81,10 +85,12 @@ def main(args: list[str]) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lit-prune sweep",
+        usage="lit-prune sweep [SWEEP_FILE] [options] [--key value ...]",
+        allow_abbrev=False,
         description="Run every combination of a grid of options, for every seed, into one sweep directory. "
-        "Options not listed here (--key value) are passed to every run.",
+        "SWEEP_FILE (first, optional) is a sweep file such as configs/sweeps/e1_oneshot.yaml; options not listed "
+        "here (--key value) are passed to every run.",
     )
-    parser.add_argument("file", nargs="?", metavar="SWEEP_FILE", help="a sweep file (configs/sweeps/*.yaml)")
     parser.add_argument("--config", help="the run config, for a sweep given on the command line")
     parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", help="a grid axis (repeatable)")
     parser.add_argument("--seeds", help="seeds, e.g. 0,1,2 (default: the sweep file's, else 0)")
@@ -260,9 +266,12 @@ def _launch(manifest: Manifest, runs: Sequence[PlannedRun], launcher: Launcher) 
     launcher.run(tasks, started, finished)
 
 
-def _write_report(sweep_dir: Path, definition: SweepDefinition) -> None:
-    """The experiment's table and plots, over the runs that are done."""
-    from lit_prune.report_stats import write_sweep_report
-
-    for path in write_sweep_report(sweep_dir, definition.layout):
+def _write_report(sweep_dir: Path, runs: Sequence[PlannedRun], definition: SweepDefinition) -> None:
+    """The experiment's tables and plots (``lit-prune report`` over the sweep), from the runs that are done."""
+    done = [str(sweep_dir / run.name) for run in runs if is_complete(sweep_dir / run.name)]
+    if not done:
+        return
+    written = compare_runs(done, sweep_dir)
+    written += write_sweep_report(sweep_dir, definition.layout)
+    for path in written:
         print(f"lit-prune sweep: wrote {path}")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +124,9 @@ class SweepDefinition:
         _check_name(self.name)
         _check_grid(self.grid)
         if self.config is None and CONFIG_KEY not in self.grid:
-            raise UserError("the sweep needs a run config: give `config: FILE` (or --config FILE) or a grid over config")
+            raise UserError(
+                "the sweep needs a run config: give `config: FILE` (or --config FILE) or a grid over config"
+            )
         if self.config is not None and CONFIG_KEY in self.grid:
             raise UserError("give either `config` or a grid over `config`, not both")
         for config in [self.config] if self.config is not None else self.grid[CONFIG_KEY]:
@@ -164,6 +166,26 @@ class SweepDefinition:
             smoke=None,
             smoke_configs=True,
         )
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two sweeps the same: everything but the layout, with the config files' contents.
+
+        The sweep's fingerprint is taken from this, so re-running the same command (after an update of
+        lit-prune too) continues its sweep, while another grid, other seeds or options, or an edited
+        config file is another sweep.
+        """
+        configs = [self.config] if self.config is not None else list(self.grid[CONFIG_KEY])
+        if self.base is not None and self.base.config is not None:
+            configs.append(self.base.config)
+        return {
+            "name": self.name,
+            "grid": self.grid,
+            "seeds": list(self.seeds),
+            "args": list(self.args),
+            "base": None if self.base is None else asdict(self.base),
+            "smoke_configs": self.smoke_configs,
+            "configs": {path: Path(path).read_text(encoding="utf-8") for path in configs},
+        }
 
     def with_args(self, args: Sequence[str]) -> SweepDefinition:
         """The sweep with further options for every run (those after the sweep's own options)."""
@@ -309,7 +331,9 @@ def _seeds(seeds: Any, where: str) -> tuple[int, ...]:
 
 def _strings(values: Any, where: str) -> tuple[str, ...]:
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-        raise UserError(f"{where} must be a list of command-line options such as --trainer.max_epochs=3, got {values!r}")
+        raise UserError(
+            f"{where} must be a list of command-line options such as --trainer.max_epochs=3, got {values!r}"
+        )
     return tuple(values)
 
 
@@ -344,7 +368,9 @@ def _check_base(base: BaseStage, grid: Mapping[str, list[Any]]) -> None:
     epoch = base.branch_epoch
     if isinstance(epoch, str):
         if epoch not in grid:
-            raise UserError(f"base.branch_epoch {epoch!r} is neither an epoch nor a grid key; grid keys: {sorted(grid)}")
+            raise UserError(
+                f"base.branch_epoch {epoch!r} is neither an epoch nor a grid key; grid keys: {sorted(grid)}"
+            )
         epochs = grid[epoch]
     else:
         epochs = [] if epoch is None else [epoch]
@@ -364,4 +390,5 @@ def _layout(content: Any) -> Layout:
     if not isinstance(content, dict) or "rows" not in content or "columns" not in content:
         raise UserError(f"layout must be a mapping with rows and columns (grid keys), got {content!r}")
     _check_keys(content, _LAYOUT_KEYS, "layout")
-    return Layout(rows=str(content["rows"]), columns=str(content["columns"]), metric=str(content.get("metric", "test_top1")))
+    metric = str(content.get("metric", "test_top1"))
+    return Layout(rows=str(content["rows"]), columns=str(content["columns"]), metric=metric)

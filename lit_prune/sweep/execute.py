@@ -140,7 +140,8 @@ class RunTask(Checkpointable):
         process = _CHILDREN.pop(id(self), None)
         if process is not None:
             _stop(process)
-        return DelayedSubmission(RunTask(self.run_dir, self.config_file, self.log_file, self.start_from, dict(self.env)))
+        again = RunTask(self.run_dir, self.config_file, self.log_file, self.start_from, dict(self.env))
+        return DelayedSubmission(again)
 
 
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}

@@ -117,7 +117,9 @@ class SubmititLauncher:
     def executor(self) -> submitit.AutoExecutor:
         """The configured submitit executor."""
         options = self.options
-        executor = submitit.AutoExecutor(folder=self.folder, cluster=self.cluster, slurm_max_num_timeout=options.max_requeues)
+        executor = submitit.AutoExecutor(
+            folder=self.folder, cluster=self.cluster, slurm_max_num_timeout=options.max_requeues
+        )
         parameters: dict[str, object] = {
             "name": self.name,
             "timeout_min": options.time_min,

@@ -2,9 +2,9 @@
 
 ``manifest.json`` is rewritten whole, atomically (``lit_prune.atomic_files``), by the one
 ``lit-prune sweep`` process that holds the directory's lock; a crash leaves the previous version.
-The fingerprint is a hash of every run's name, kind, start point and complete config: a sweep
-directory made by a different sweep (other grid, seeds, options or config contents) is refused
-instead of being written into.
+The fingerprint is a hash of the sweep's definition (grid, seeds, options, base stage, and the
+contents of its config files): a sweep directory made by a different sweep is refused instead of
+being written into.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -81,6 +82,7 @@ class Manifest:
     fingerprint: str
     definition: dict[str, Any]
     runs: list[RunEntry]
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def path(self) -> Path:
@@ -92,19 +94,20 @@ class Manifest:
         return next(run for run in self.runs if run.name == name)
 
     def set_state(self, name: str, state: str, **changes: Any) -> None:
-        """Changes a run's state (and other fields) and writes the manifest.
+        """Changes a run's state (and other fields) and writes the manifest (thread-safe).
 
         Raises:
             ValueError: If ``state`` is not one of :data:`STATES`.
         """
         if state not in STATES:
             raise ValueError(f"state must be one of {STATES}, got {state!r}")
-        entry = self.entry(name)
-        entry.state = state
-        for key, value in changes.items():
-            setattr(entry, key, value)
-        entry.updated = _now()
-        self.write()
+        with self._lock:
+            entry = self.entry(name)
+            entry.state = state
+            for key, value in changes.items():
+                setattr(entry, key, value)
+            entry.updated = _now()
+            self.write()
 
     def counts(self) -> dict[str, int]:
         """Runs per state."""
@@ -124,7 +127,14 @@ class Manifest:
         atomic_write(self.path, lambda path: path.write_text(text, encoding="utf-8"))
 
     @classmethod
-    def open(cls, directory: Path, sweep: str, fingerprint_: str, definition: dict[str, Any], runs: Sequence[RunEntry]) -> Manifest:
+    def open(
+        cls,
+        directory: Path,
+        sweep: str,
+        fingerprint_: str,
+        definition: dict[str, Any],
+        runs: Sequence[RunEntry],
+    ) -> Manifest:
         """The manifest of a sweep directory: created, or read back and checked against this sweep.
 
         States of runs already recorded are kept (``done``, ``failed``; a ``running`` run left by a
@@ -168,7 +178,7 @@ class Manifest:
 
 
 def fingerprint(items: Sequence[Any]) -> str:
-    """A SHA-256 over a JSON rendering of ``items`` (the runs' names, kinds, start points, configs)."""
+    """A SHA-256 over a JSON rendering of ``items`` (the sweep's definition)."""
     text = json.dumps(list(items), sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -188,7 +198,9 @@ def sweep_lock(directory: Path) -> Iterator[None]:
         except BlockingIOError:
             handle.seek(0)
             owner = handle.read().strip() or "another process"
-            raise UserError(f"another lit-prune sweep ({owner}) is running in {directory}; wait for it to finish") from None
+            raise UserError(
+                f"another lit-prune sweep ({owner}) is running in {directory}; wait for it to finish"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}\n")

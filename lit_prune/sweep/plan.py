@@ -64,10 +64,6 @@ class PlannedRun:
             return None
         return start_checkpoint(sweep_dir / self.base, self.branch_epoch)
 
-    def identity(self) -> list[Any]:
-        """What the sweep's fingerprint covers for this run."""
-        return [self.name, self.kind, self.seed, self.base, self.branch_epoch, self.config_text]
-
 
 def option_value(value: Any) -> str:
     """A grid value written as a command-line option value (YAML flow style for lists and dicts)."""

@@ -171,7 +171,9 @@ def import_class(class_path: str) -> type:
         module = __import__(module_name, fromlist=[attribute])
         return getattr(module, attribute)
     except (ImportError, AttributeError, ValueError):
-        raise UserError(f"cannot import {class_path!r}; give a class path such as callbacks.early_bird.EarlyBird") from None
+        raise UserError(
+            f"cannot import {class_path!r}; give a class path such as callbacks.early_bird.EarlyBird"
+        ) from None
 
 
 def _callbacks(cfg: Namespace) -> list[Namespace]:
