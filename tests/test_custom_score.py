@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import torch
 
 from tests.conftest import REPO_ROOT
-
-LIT_PRUNE = Path(sys.executable).with_name("lit-prune")
+from tests.test_cli import lit_prune
 
 USER_MODULE = '''
 """A user's own weight score: |w| squared, recording each call."""
@@ -56,16 +54,12 @@ def _run(tmp_path: Path, score: str) -> subprocess.CompletedProcess[str]:
     (tmp_path / "my_scores.py").write_text(textwrap.dedent(USER_MODULE))
     config = tmp_path / "custom.yaml"
     config.write_text(CONFIG.format(score=score))
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO_ROOT)])}
-    environment.pop("LIT_PRUNE_DEBUG", None)
-    return subprocess.run(
-        [str(LIT_PRUNE), "fit", "--config", str(config)],
+    return lit_prune(
+        "fit",
+        "--config",
+        str(config),
         cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+        env={"PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO_ROOT)])},
     )
 
 
