@@ -562,4 +562,3 @@ def _text(value: Any) -> str:
 def _save(figure: Figure, path: Path) -> Path:
     FigureCanvasAgg(figure)
     return atomic_write(path, lambda temporary: figure.savefig(temporary, dpi=150))
-

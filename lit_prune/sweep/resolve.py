@@ -192,7 +192,7 @@ def _error_text(text: str) -> str:
 
 
 def _build_parser() -> LightningArgumentParser:
-    from lit_prune.cli import LitPruneCLI, _DEFAULT_LOGGER
+    from lit_prune.cli import _DEFAULT_LOGGER, LitPruneCLI
     from lit_prune.module import ImageClassifier
 
     class _ParseOnly(LitPruneCLI):
@@ -226,4 +226,3 @@ def _build_parser() -> LightningArgumentParser:
     except (SystemExit, argparse.ArgumentError) as error:
         raise RuntimeError(f"could not build the run parser: {error}\n{stderr.getvalue()}") from None
     return cli.parser
-
