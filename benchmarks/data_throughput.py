@@ -72,8 +72,12 @@ def _epoch_seconds(batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tens
 def _compare(data_dir: Path, num_workers: int, rounds: int) -> tuple[float, float]:
     """Images per second of (ours, torchvision), median over ``rounds`` interleaved epochs."""
     module = CIFAR10DataModule(
-        data_dir=str(data_dir), batch_size=BATCH_SIZE, num_workers=num_workers, val_split=0.0,
-        verify_checksums=False, pin_memory=False,
+        data_dir=str(data_dir),
+        batch_size=BATCH_SIZE,
+        num_workers=num_workers,
+        val_split=0.0,
+        verify_checksums=False,
+        pin_memory=False,
     )
     module.setup("fit")
     our_loader = module.train_dataloader()
@@ -85,8 +89,12 @@ def _compare(data_dir: Path, num_workers: int, rounds: int) -> tuple[float, floa
         str(data_dir),
         train=True,
         transform=transforms.Compose(
-            [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
-             transforms.Normalize(MEAN, STD)]
+            [
+                transforms.RandomCrop(32, padding=4),
+                transforms.RandomHorizontalFlip(),
+                transforms.ToTensor(),
+                transforms.Normalize(MEAN, STD),
+            ]
         ),
     )
     reference_loader = DataLoader(
@@ -112,7 +120,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num-workers", type=int, nargs="+", default=[0, 2], help="loader workers, both paths")
     parser.add_argument(
-        "--threads", type=int, nargs="+", default=[torch.get_num_threads(), 1],
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[torch.get_num_threads(), 1],
         help="intra-op threads of the main process (torch.set_num_threads), both paths",
     )
     parser.add_argument("--train-images", type=int, default=10_000, help="synthetic training images")

@@ -69,7 +69,10 @@ def network_with_statistics(batches: list[Tensor]) -> nn.Module:
 
 
 def print_layers(layers: list[LayerPruningResult]) -> None:
-    print("| layer | input channels | samples | collect s | selection s (LASSO fits) | reconstruction s | error naive | error reconstructed |")
+    print(
+        "| layer | input channels | samples | collect s | selection s (LASSO fits) | reconstruction s "
+        "| error naive | error reconstructed |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for layer in layers:
         print(
@@ -77,7 +80,10 @@ def print_layers(layers: list[LayerPruningResult]) -> None:
             f"| {layer.selection_seconds:.2f} ({layer.lasso_fits}{'' if layer.exact else ', top-k'}) "
             f"| {layer.reconstruction_seconds:.2f} | {layer.error_naive:.4f} | {layer.error_reconstructed:.4f} |"
         )
-    totals = [sum(getattr(layer, key) for layer in layers) for key in ("collect_seconds", "selection_seconds", "reconstruction_seconds")]
+    totals = [
+        sum(getattr(layer, key) for layer in layers)
+        for key in ("collect_seconds", "selection_seconds", "reconstruction_seconds")
+    ]
     print(f"| total | | | {totals[0]:.2f} | {totals[1]:.2f} | {totals[2]:.2f} | | |")
 
 
@@ -110,7 +116,8 @@ def main() -> None:
     network = copy.deepcopy(reference)
     ratios = config_ratios()
     print(
-        f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s), torch {torch.__version__}; "
+        f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s), "
+        f"torch {torch.__version__}; "
         f"{sum(b.shape[0] for b in batches)} calibration images x {args.positions} positions"
     )
     started = time.perf_counter()

@@ -339,9 +339,13 @@ def _unpruned_reference(
         )
     if not surgery:
         return _on_device(network, device), f"the final {type(network).__name__} itself (no surgery ran)", ""
-    return None, "", (
-        f"the {type(network).__name__} was given as a module, not a registry name, and was shrunk by surgery: "
-        "its unpruned architecture cannot be rebuilt"
+    return (
+        None,
+        "",
+        (
+            f"the {type(network).__name__} was given as a module, not a registry name, and was shrunk by surgery: "
+            "its unpruned architecture cannot be rebuilt"
+        ),
     )
 
 
@@ -397,5 +401,7 @@ def _trained_until(trainer: Trainer, pl_module: LightningModule) -> dict[str, An
     loaded = getattr(pl_module, "loaded_checkpoint", None)
     if trainer.state.fn != "fit" and loaded:
         return {"epoch": loaded.get("epoch"), "global_step": loaded.get("global_step")}
-    last_epoch = trainer.current_epoch - 1 if trainer.state.fn == "fit" and trainer.current_epoch else trainer.current_epoch
+    last_epoch = (
+        trainer.current_epoch - 1 if trainer.state.fn == "fit" and trainer.current_epoch else trainer.current_epoch
+    )
     return {"epoch": last_epoch, "global_step": trainer.global_step}

@@ -26,9 +26,7 @@ def _check_batch(images: Tensor, name: str) -> None:
         raise ValueError(f"{name} must have shape N x C x H x W (4 dimensions), got shape {tuple(images.shape)}.")
 
 
-def _random_integers(
-    high: int, count: int, device: torch.device, generator: torch.Generator | None
-) -> Tensor:
+def _random_integers(high: int, count: int, device: torch.device, generator: torch.Generator | None) -> Tensor:
     """Draws ``count`` integers from ``[0, high)`` with ``generator`` and moves them to ``device``."""
     source_device = generator.device if generator is not None else device
     values = torch.randint(high, (count,), device=source_device, generator=generator)
@@ -119,9 +117,7 @@ def normalize(images: Tensor, mean: Sequence[float] | Tensor, std: Sequence[floa
         raise TypeError(f"normalize expects uint8 images with values 0..255, got dtype {images.dtype}.")
     channels = images.shape[1]
     if len(mean) != channels or len(std) != channels:
-        raise ValueError(
-            f"mean and std must have one entry per channel ({channels}), got {len(mean)} and {len(std)}."
-        )
+        raise ValueError(f"mean and std must have one entry per channel ({channels}), got {len(mean)} and {len(std)}.")
     if not isinstance(std, Tensor) and any(value <= 0 for value in std):
         raise ValueError(f"std entries must all be > 0, got {tuple(std)}.")
     mean_tensor = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(1, channels, 1, 1)

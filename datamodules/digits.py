@@ -81,7 +81,9 @@ class DigitsDataModule(InMemoryImageDataModule):
         images, labels = _digit_images()
         count = labels.shape[0]
         rest, test = train_test_split(
-            torch.arange(count).numpy(), test_size=round(test_fraction * count), stratify=labels.numpy(),
+            torch.arange(count).numpy(),
+            test_size=round(test_fraction * count),
+            stratify=labels.numpy(),
             random_state=seed,
         )
         if val_fraction > 0.0:

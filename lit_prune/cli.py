@@ -24,8 +24,8 @@ from lit_prune.cli_errors import CommandProgress, PhaseTracker, condense_parser_
 from lit_prune.cli_help import SHORT_HELP_FORMATTER, describe_for_help, remember_parser
 from lit_prune.module import ImageClassifier
 from lit_prune.renamed_options import renamed_option_error
-from lit_prune.torch_files import load_torch_file
 from lit_prune.run_directory import point_logger_at_run, remove_if_unfinished, run_of_checkpoint
+from lit_prune.torch_files import load_torch_file
 
 __all__ = ["LitPruneCLI", "main", "run_cli"]
 

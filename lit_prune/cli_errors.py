@@ -116,8 +116,11 @@ def report_failure(error: BaseException, progress: CommandProgress, debug: bool,
     if hint:
         print(f"  {hint}", file=sys.stderr)
     if not debug:
-        print(f"  (full traceback: add --debug or set LIT_PRUNE_DEBUG=1; options: lit-prune {_subcommand(command)} --help)",
-              file=sys.stderr)
+        print(
+            "  (full traceback: add --debug or set LIT_PRUNE_DEBUG=1; "
+            f"options: lit-prune {_subcommand(command)} --help)",
+            file=sys.stderr,
+        )
     return status
 
 
@@ -170,7 +173,10 @@ def _message_lines(error: BaseException) -> list[str]:
         text = condense_parser_message(text)
     lines = [wrapped for line in text.splitlines() if line.strip() for wrapped in _wrap(line)]
     if len(lines) > _MAX_MESSAGE_LINES:
-        lines = [*lines[: _MAX_MESSAGE_LINES - 1], f"... ({len(lines) - _MAX_MESSAGE_LINES + 1} more lines with --debug)"]
+        lines = [
+            *lines[: _MAX_MESSAGE_LINES - 1],
+            f"... ({len(lines) - _MAX_MESSAGE_LINES + 1} more lines with --debug)",
+        ]
     return lines or [type(relevant).__name__]
 
 
@@ -191,7 +197,12 @@ _NOISE = (
     "- Expected a <class 'NoneType'>",
     "- Not a valid subclass of",
 )
-_GENERIC_CLASSES = ("lightning.Callback", "lightning.LightningDataModule", "lightning.LightningModule", "torch.nn.Module")
+_GENERIC_CLASSES = (
+    "lightning.Callback",
+    "lightning.LightningDataModule",
+    "lightning.LightningModule",
+    "torch.nn.Module",
+)
 
 
 def condense_parser_message(text: str) -> str:

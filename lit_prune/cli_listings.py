@@ -49,9 +49,9 @@ def list_callbacks_command(args: Sequence[str]) -> int:
     Returns:
         The exit status, 0.
     """
-    argparse.ArgumentParser(prog="lit-prune callbacks", description="List the pruning and profiling callbacks.").parse_args(
-        list(args)
-    )
+    argparse.ArgumentParser(
+        prog="lit-prune callbacks", description="List the pruning and profiling callbacks."
+    ).parse_args(list(args))
     from lit_prune.cli_help import callback_summaries
 
     summaries = callback_summaries()

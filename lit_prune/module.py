@@ -251,7 +251,10 @@ class ImageClassifier(LightningModule):
         if action:
             done.append(str(action))
         total, nonzero = parameter_count(self.network), parameter_count(self.network, nonzero=True)
-        announce(f"epoch {stage['epoch']} | {stage['name']} | {', '.join(done)} | {nonzero:,} of {total:,} parameters non-zero")
+        announce(
+            f"epoch {stage['epoch']} | {stage['name']} | {', '.join(done)} "
+            f"| {nonzero:,} of {total:,} parameters non-zero"
+        )
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self._mask_enforcer is not None:

@@ -146,14 +146,14 @@ def test_run_killed_after_its_last_prune_resumes_from_last_checkpoint(tmp_path: 
     assert not (run_dir / "report.json").exists()
     val_of_last_epoch = max(read_scalars(run_dir)["val/top1"], key=lambda point: point.step).value
 
-    validated = lit_prune("validate", "--config", QUICKSTART, *schedule, "--ckpt_path", str(last), *TINY_LIMITS,
-                          cwd=tmp_path)
+    validated = lit_prune(
+        "validate", "--config", QUICKSTART, *schedule, "--ckpt_path", str(last), *TINY_LIMITS, cwd=tmp_path
+    )
     assert validated.returncode == 0, validated.stderr
     printed = float(validated.stdout.strip().splitlines()[-1].split("val/top1 ")[1].split()[0])
     assert printed == pytest.approx(val_of_last_epoch, abs=1e-4)
 
-    resumed = lit_prune("fit", "--config", QUICKSTART, *schedule, "--ckpt_path", str(last), *TINY_LIMITS,
-                        cwd=tmp_path)
+    resumed = lit_prune("fit", "--config", QUICKSTART, *schedule, "--ckpt_path", str(last), *TINY_LIMITS, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert f"run directory {run_dir}" in resumed.stdout.strip().splitlines()[-1]
     assert not (tmp_path / "lightning_logs" / "quickstart" / "version_1").exists()
@@ -201,7 +201,10 @@ BAD_INPUTS = {
     "wrong type": (["--trainer.max_epochs=many"], ["--trainer.max_epochs", "int"]),
     "unknown option": (["--model.netwrk=resnet20"], ["--model.netwrk", "--model.network"]),
     "unknown callback option": (["--trainer.callbacks.target_sparsty=0.5"], ["target_sparsty", "target_sparsity"]),
-    "renamed callback option": (["--trainer.callbacks.final_sparsity=0.5"], ["final_sparsity was renamed target_sparsity"]),
+    "renamed callback option": (
+        ["--trainer.callbacks.final_sparsity=0.5"],
+        ["final_sparsity was renamed target_sparsity"],
+    ),
     "validate on test": (["--data.init_args.val_split=0"], ["val_split", "validate_on_test"]),
     "text as checkpoint_path": (["--model.network_kwargs.checkpoint_path=notes.txt"], ["notes.txt", "torch.save"]),
     "missing config": (["--config=absent.yaml"], ["absent.yaml"]),

@@ -215,7 +215,7 @@ def test_training_transform_crops_and_flips_within_the_padded_image(tmp_path: Pa
     images = module.train_data.images
     torch.manual_seed(0)
     augmented, _ = module.transform_batch((images, module.train_data.labels), train=True)
-    restored = (augmented * torch.tensor(CIFAR10_STD).view(1, 3, 1, 1) + torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1))
+    restored = augmented * torch.tensor(CIFAR10_STD).view(1, 3, 1, 1) + torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
     restored = (restored * 255).round().to(torch.uint8)
     padded = F.pad(images, (4, 4, 4, 4))
     flipped = 0
@@ -425,8 +425,15 @@ class _TinyClassifier(LightningModule):
 def test_trainer_augments_training_batches_only(tmp_path: Path) -> None:
     data, model = _RecordingDigits(), _TinyClassifier()
     trainer = Trainer(
-        max_steps=3, limit_val_batches=2, num_sanity_val_steps=0, val_check_interval=3, accelerator="cpu",
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        max_steps=3,
+        limit_val_batches=2,
+        num_sanity_val_steps=0,
+        val_check_interval=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
         default_root_dir=tmp_path,
     )
     trainer.fit(model, datamodule=data)

@@ -16,7 +16,12 @@ def test_two_rank_ddp_pruning_gives_identical_masks(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
     script = REPO_ROOT / "tests" / "ddp_pruning_script.py"
     result = subprocess.run(
-        [sys.executable, str(script), str(tmp_path), "random_prune"], capture_output=True, text=True, env=env, timeout=300, check=False
+        [sys.executable, str(script), str(tmp_path), "random_prune"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     rank0 = torch.load(tmp_path / "rank0.pt", weights_only=False)

@@ -16,11 +16,12 @@ from lit_prune.models import (
     load_state_dict_checked,
     read_state_dict,
     register_model,
+    registry,
 )
-from lit_prune.models import registry
 
 SHIPPED_MODELS = [
-    "resnet18", "resnet20", "resnet32", "resnet44", "resnet56", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn", "vit_tiny"
+    "resnet18", "resnet20", "resnet32", "resnet44", "resnet56",
+    "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn", "vit_tiny",
 ]  # fmt: skip
 BN_ENTRIES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 VGG16_CONV_INDICES = (0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37, 40)
@@ -343,9 +344,7 @@ def test_vit_tiny_pretrained_file_loads_backbone_with_fresh_head(imagenet_vit_fi
     torch.manual_seed(7)
     fresh = create_model("vit_tiny", num_classes=10, image_size=224)
     torch.manual_seed(7)
-    model = create_model(
-        "vit_tiny", num_classes=10, image_size=224, pretrained=pretrained, checkpoint_path=path
-    )
+    model = create_model("vit_tiny", num_classes=10, image_size=224, pretrained=pretrained, checkpoint_path=path)
     state = model.state_dict()
     assert set(state) == set(imagenet_state)
     for key, value in imagenet_state.items():

@@ -126,9 +126,7 @@ def test_no_published_weights_for_other_class_counts() -> None:
         create_model("resnet20", pretrained="yes")
 
 
-def test_checkpoint_path_takes_precedence_over_the_download(
-    tmp_path: Path, hub_dir: Path, offline: list[str]
-) -> None:
+def test_checkpoint_path_takes_precedence_over_the_download(tmp_path: Path, hub_dir: Path, offline: list[str]) -> None:
     torch.manual_seed(3)
     trained = create_model("resnet32")
     checkpoint = tmp_path / "baseline.pt"
@@ -141,9 +139,7 @@ def test_checkpoint_path_takes_precedence_over_the_download(
     }  # fmt: skip
 
 
-def test_download_goes_through_torch_hub_with_its_hash_check(
-    hub_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_download_goes_through_torch_hub_with_its_hash_check(hub_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[dict[str, object]] = []
 
     def fake_load(url: str, **kwargs: object) -> dict[str, torch.Tensor]:

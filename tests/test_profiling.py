@@ -316,9 +316,7 @@ def test_macs_of_a_small_vision_transformer() -> None:
 
 
 def _prune_randomly(model: nn.Module, sparsity: float) -> dict[str, torch.Tensor]:
-    mask = {
-        name: torch.rand_like(param) >= sparsity for name, param in model.named_parameters() if param.dim() > 1
-    }
+    mask = {name: torch.rand_like(param) >= sparsity for name, param in model.named_parameters() if param.dim() > 1}
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name in mask:

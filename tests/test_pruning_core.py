@@ -84,14 +84,31 @@ def test_default_selection_is_conv_and_linear_weights_only() -> None:
 def test_bias_and_norm_flags_add_those_parameters() -> None:
     model = _TokenNet()
     assert list(prunable_parameters(model, include_bias=True)) == [
-        "qkv.weight", "qkv.bias", "conv1d.weight", "conv1d.bias", "conv3d.weight", "head.weight", "head.bias",
+        "qkv.weight",
+        "qkv.bias",
+        "conv1d.weight",
+        "conv1d.bias",
+        "conv3d.weight",
+        "head.weight",
+        "head.bias",
     ]
     assert list(prunable_parameters(model, include_norm=True)) == [
-        "norm.weight", "qkv.weight", "conv1d.weight", "conv3d.weight", "group_norm.weight", "head.weight",
+        "norm.weight",
+        "qkv.weight",
+        "conv1d.weight",
+        "conv3d.weight",
+        "group_norm.weight",
+        "head.weight",
     ]
     with_all = prunable_parameters(_net(), include_bias=True, include_norm=True)
     assert list(with_all) == [
-        "conv1.weight", "bn1.weight", "bn1.bias", "conv2.weight", "conv2.bias", "fc.weight", "fc.bias",
+        "conv1.weight",
+        "bn1.weight",
+        "bn1.bias",
+        "conv2.weight",
+        "conv2.bias",
+        "fc.weight",
+        "fc.bias",
     ]
     everything = prunable_parameters(model, include_bias=True, include_norm=True)
     assert not any("embed" in name or "token" in name for name in everything)

@@ -193,8 +193,14 @@ def test_build_report_checks_the_contract() -> None:
     assert report["accuracy"]["train_top1"] is None and report["accuracy"]["notes"]["train_top1"] == "not measured"
     with pytest.raises(ValueError, match="profile.latency_ms is null without a note"):
         build_report(
-            model="tiny", dataset="digits", method="dense", network=_tiny_net(), mask=None,
-            accuracy=accuracy_section({"top1": 0.5, "top5": 0.9}, None), profile=_profile(latency_ms=None), stages=[],
+            model="tiny",
+            dataset="digits",
+            method="dense",
+            network=_tiny_net(),
+            mask=None,
+            accuracy=accuracy_section({"top1": 0.5, "top5": 0.9}, None),
+            profile=_profile(latency_ms=None),
+            stages=[],
         )
     broken = json.loads(json.dumps(report))
     del broken["profile"]["macs"]
@@ -278,8 +284,13 @@ def three_runs(tmp_path: Path) -> Path:
         tmp_path / "logs",
         "magnitude",
         _report(
-            "magnitude one_shot global 90%", 0.9, 0.79, stages,
-            sparse_size_mb=0.25, nonzero_macs=200_000, latency_ms=12.0,
+            "magnitude one_shot global 90%",
+            0.9,
+            0.79,
+            stages,
+            sparse_size_mb=0.25,
+            nonzero_macs=200_000,
+            latency_ms=12.0,
         ),
         {**curves, "lth/round_1/val_top1": [0.3, 0.6], "lth/round_2/val_top1": [0.4, 0.7]},
     )

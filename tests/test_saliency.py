@@ -278,8 +278,10 @@ def test_grasp_over_two_class_grouped_halves_equals_the_reference_computed_with_
         logits = torch.func.functional_call(reference, {**others, **stats, **weights}, (inputs,))
         return F.cross_entropy(logits / temperature, targets)
 
-    gradient = sum(torch.autograd.functional.jacobian(lambda f: half_loss(f, *half), theta) for half in halves)
-    hessians = [torch.autograd.functional.hessian(lambda f: half_loss(f, *half), theta) for half in halves]
+    gradient = sum(
+        torch.autograd.functional.jacobian(lambda f, half=half: half_loss(f, *half), theta) for half in halves
+    )
+    hessians = [torch.autograd.functional.hessian(lambda f, half=half: half_loss(f, *half), theta) for half in halves]
     expected = theta * (sum(hessians) @ gradient) / 4
 
     scores = grasp_scores(model, params, halves, temperature=temperature)

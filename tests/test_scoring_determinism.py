@@ -14,9 +14,9 @@ from torch import Tensor, nn
 from lit_prune.errors import UserError
 from lit_prune.models import create_model
 from lit_prune.pruning import prunable_groups, prunable_parameters
+from lit_prune.pruning.group_scores import taylor_from_gradients, taylor_importance
 from lit_prune.pruning.saliency import class_balanced_batches, grasp_scores, snip_scores
 from lit_prune.pruning.scoring_mode import scoring_mode
-from lit_prune.pruning.group_scores import taylor_from_gradients, taylor_importance
 
 Batches = list[tuple[Tensor, Tensor]]
 

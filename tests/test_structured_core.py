@@ -123,9 +123,7 @@ def test_unsupported_models_get_a_clear_error() -> None:
 # ---------------------------------------------------------------- surgery shapes
 
 
-@pytest.mark.parametrize(
-    ("name", "batch"), [("resnet20", 2), ("resnet18", 1), ("vgg16_bn", 2), ("vit_tiny", 1)]
-)
+@pytest.mark.parametrize(("name", "batch"), [("resnet20", 2), ("resnet18", 1), ("vgg16_bn", 2), ("vit_tiny", 1)])
 def test_every_group_of_every_builtin_model_shrinks_as_requested(name: str, batch: int) -> None:
     torch.manual_seed(0)
     model = create_model(name).eval()

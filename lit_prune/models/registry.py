@@ -55,9 +55,7 @@ def register_model(name: str) -> Callable[[_BuilderT], _BuilderT]:
 
     def decorator(builder: _BuilderT) -> _BuilderT:
         if not callable(builder):
-            raise TypeError(
-                f"register_model({name!r}) needs a callable builder, got {type(builder).__name__}"
-            )
+            raise TypeError(f"register_model({name!r}) needs a callable builder, got {type(builder).__name__}")
         if "num_classes" not in inspect.signature(builder).parameters:
             raise TypeError(f"builder for {name!r} must take a 'num_classes' argument")
         _REGISTRY[name] = builder

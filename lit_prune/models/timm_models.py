@@ -35,5 +35,7 @@ def create_timm_model(name: str, num_classes: int, **kwargs: object) -> nn.Modul
     if not timm.is_model(name):
         close = timm.list_models(f"*{name[:6]}*")[:8] if name else []
         hint = f"; close names: {', '.join(close)}" if close else ""
-        raise UserError(f"timm has no model {name!r}{hint} (all names: python -c 'import timm; print(timm.list_models())')")
+        raise UserError(
+            f"timm has no model {name!r}{hint} (all names: python -c 'import timm; print(timm.list_models())')"
+        )
     return timm.create_model(name, num_classes=num_classes, **kwargs)

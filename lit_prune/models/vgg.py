@@ -91,9 +91,7 @@ def _check_config(config: Sequence[int | str]) -> None:
             raise ValueError(f"config entries must be positive ints or 'M', got {entry!r} in {list(config)}")
     channels = [entry for entry in config if entry != _POOL]
     if not channels or channels[-1] != _HIDDEN_FEATURES:
-        raise ValueError(
-            f"the last convolution must have {_HIDDEN_FEATURES} channels, config is {list(config)}"
-        )
+        raise ValueError(f"the last convolution must have {_HIDDEN_FEATURES} channels, config is {list(config)}")
 
 
 def _make_features(config: Sequence[int | str]) -> nn.Sequential:

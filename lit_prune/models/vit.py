@@ -130,9 +130,7 @@ def _require_pretrained_geometry(image_size: int, patch_size: int, source: str, 
 
 def _download_pretrained(num_classes: int, drop_path_rate: float) -> VisionTransformer:
     try:
-        model = timm.create_model(
-            _TIMM_NAME, pretrained=True, num_classes=num_classes, drop_path_rate=drop_path_rate
-        )
+        model = timm.create_model(_TIMM_NAME, pretrained=True, num_classes=num_classes, drop_path_rate=drop_path_rate)
     except OSError as error:
         raise ConnectionError(
             f"could not download the pretrained {_TIMM_NAME} weights from the timm/Hugging Face "

@@ -156,9 +156,10 @@ def _profile_forward(model: nn.Module, inputs: Tensor) -> tuple[list[tuple[int, 
         The memory records ``(time_ns, nbytes, device_type, device_index)`` inside the forward
         range, in time order, and the range's start and end in nanoseconds.
     """
-    with native_stderr_silenced(), profile(
-        activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True
-    ) as prof:
+    with (
+        native_stderr_silenced(),
+        profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True) as prof,
+    ):
         with record_function(_FORWARD_RANGE):
             outputs = model(inputs)
             synchronize(inputs.device)

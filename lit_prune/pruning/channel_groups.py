@@ -227,9 +227,7 @@ def _conv_input(name: str, conv: nn.Module) -> list[TensorSlice]:
 
 def _batch_norm(name: str, norm: nn.Module) -> list[TensorSlice]:
     if not isinstance(norm, nn.BatchNorm2d):
-        raise ValueError(
-            f"structured pruning expects a BatchNorm2d at {name!r}, found {type(norm).__name__}"
-        )
+        raise ValueError(f"structured pruning expects a BatchNorm2d at {name!r}, found {type(norm).__name__}")
     return [
         TensorSlice(name, attr, 0, "norm")
         for attr in ("weight", "bias", "running_mean", "running_var")
@@ -248,8 +246,7 @@ def _require_plain_conv(name: str, conv: nn.Module) -> None:
         raise ValueError(f"structured pruning expects a Conv2d at {name!r}, found {type(conv).__name__}")
     if conv.groups != 1:
         raise ValueError(
-            f"structured pruning supports only ungrouped convolutions (groups=1); {name!r} has "
-            f"groups={conv.groups}"
+            f"structured pruning supports only ungrouped convolutions (groups=1); {name!r} has groups={conv.groups}"
         )
 
 
@@ -344,9 +341,7 @@ def _vgg_groups(model: CifarVGG) -> list[StructuredGroup]:
             next_index = conv_indices[position + 1]
             consumer = _conv_input(f"features.{next_index}", features[next_index])
         else:
-            consumer = _linear_input(
-                "classifier.0", model.classifier[0], _pooled_positions("avgpool", model.avgpool)
-            )
+            consumer = _linear_input("classifier.0", model.classifier[0], _pooled_positions("avgpool", model.avgpool))
         groups.append(
             _make_group(
                 model,
@@ -411,8 +406,7 @@ def _layer_norm(name: str, norm: nn.Module, width: int) -> list[TensorSlice]:
         return []
     if not isinstance(norm, nn.LayerNorm) or not norm.elementwise_affine:
         raise ValueError(
-            f"structured pruning supports an Identity or an affine LayerNorm at {name!r}, "
-            f"found {type(norm).__name__}"
+            f"structured pruning supports an Identity or an affine LayerNorm at {name!r}, found {type(norm).__name__}"
         )
     return [
         TensorSlice(name, attr, 0, "norm", width=width)

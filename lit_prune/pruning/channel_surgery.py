@@ -190,9 +190,7 @@ def check_keep(keep: Sequence[int] | Tensor, group: StructuredGroup) -> list[int
     if len(set(kept)) != len(kept):
         raise ValueError(f"keep for {group.name!r} repeats an index: {kept}")
     if kept[0] < 0 or kept[-1] >= group.size:
-        raise ValueError(
-            f"keep for {group.name!r} must hold indices in [0, {group.size}), got {kept[0]}..{kept[-1]}"
-        )
+        raise ValueError(f"keep for {group.name!r} must hold indices in [0, {group.size}), got {kept[0]}..{kept[-1]}")
     return kept
 
 

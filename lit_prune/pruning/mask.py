@@ -30,9 +30,7 @@ class PruningMask(Mapping[str, Tensor]):
 
     def __init__(self, masks: Mapping[str, Tensor]) -> None:
         if not isinstance(masks, Mapping):
-            raise TypeError(
-                f"PruningMask needs a mapping of parameter name to bool tensor, got {type(masks).__name__}"
-            )
+            raise TypeError(f"PruningMask needs a mapping of parameter name to bool tensor, got {type(masks).__name__}")
         if len(masks) == 0:
             raise ValueError("PruningMask needs at least one parameter; got an empty mapping")
         for name, mask in masks.items():
@@ -54,9 +52,7 @@ class PruningMask(Mapping[str, Tensor]):
         for name, param in params.items():
             if not isinstance(param, Tensor):
                 raise TypeError(f"params[{name!r}] must be a tensor, got {type(param).__name__}")
-        return cls(
-            {name: torch.ones(p.shape, dtype=torch.bool, device=p.device) for name, p in params.items()}
-        )
+        return cls({name: torch.ones(p.shape, dtype=torch.bool, device=p.device) for name, p in params.items()})
 
     @classmethod
     def from_state_dict(cls, state: Mapping[str, Tensor]) -> PruningMask:
@@ -73,9 +69,7 @@ class PruningMask(Mapping[str, Tensor]):
             ValueError: If ``state`` is empty.
         """
         if not isinstance(state, Mapping):
-            raise TypeError(
-                f"a mask state dict must be a mapping of name to bool tensor, got {type(state).__name__}"
-            )
+            raise TypeError(f"a mask state dict must be a mapping of name to bool tensor, got {type(state).__name__}")
         for name, mask in state.items():
             _check_entry(name, mask)
         return cls({name: mask.detach().cpu().clone() for name, mask in state.items()})

@@ -136,8 +136,7 @@ def _check_patterns(patterns: Sequence[str] | None, argument: str) -> tuple[str,
         return ()
     if isinstance(patterns, str) or not isinstance(patterns, Sequence):
         raise TypeError(
-            f"{argument} must be a list of name patterns such as ['conv1.weight', 'layer1.*'], "
-            f"got {patterns!r}"
+            f"{argument} must be a list of name patterns such as ['conv1.weight', 'layer1.*'], got {patterns!r}"
         )
     for pattern in patterns:
         if not isinstance(pattern, str) or not pattern:

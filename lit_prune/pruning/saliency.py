@@ -534,8 +534,7 @@ def _synflow_scores(
         if tensor.is_floating_point()
     }
     leaves = {
-        name: _masked(param.detach().abs().double(), keep[name]).requires_grad_(True)
-        for name, param in named.items()
+        name: _masked(param.detach().abs().double(), keep[name]).requires_grad_(True) for name, param in named.items()
     }
     device = next(iter(leaves.values())).device
     output = functional_call(

@@ -131,9 +131,7 @@ def linear_steps(target: float, step: float, initial: float = 0.0) -> list[float
         return []
     needed = math.ceil((target - initial) / step - _TOLERANCE)
     if needed > _MAX_ROUNDS:
-        raise ValueError(
-            f"steps of {step} take {needed} steps to reach {target}; at most {_MAX_ROUNDS} are allowed"
-        )
+        raise ValueError(f"steps of {step} take {needed} steps to reach {target}; at most {_MAX_ROUNDS} are allowed")
     return [min(initial + k * step, target) for k in range(1, needed)] + [target]
 
 

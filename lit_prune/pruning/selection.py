@@ -128,9 +128,7 @@ def global_prune_mask(
     target = round(sparsity * flat_scores.numel())
     flat_kept = _prune_lowest(flat_scores, flat_kept, target, _TieKeys(scores, tie_seed), flat_eligible)
     pieces = torch.split(flat_kept, [scores[n].numel() for n in names])
-    return PruningMask(
-        {n: piece.reshape(scores[n].shape).to(scores[n].device) for n, piece in zip(names, pieces)}
-    )
+    return PruningMask({n: piece.reshape(scores[n].shape).to(scores[n].device) for n, piece in zip(names, pieces)})
 
 
 def layerwise_prune_mask(
@@ -397,8 +395,7 @@ def _layer_targets(names: list[str], sparsity: float | Mapping[str, float]) -> d
         patterns.append((pattern, validate_sparsity(value, f"sparsity[{pattern!r}]")))
         if not any(fnmatchcase(name, pattern) for name in names):
             raise ValueError(
-                f"sparsity pattern {pattern!r} matches no scored parameter; parameters are: "
-                f"{', '.join(names)}"
+                f"sparsity pattern {pattern!r} matches no scored parameter; parameters are: {', '.join(names)}"
             )
     targets: dict[str, float] = {}
     for name in names:
@@ -415,4 +412,3 @@ def _score_dtype(scores: Mapping[str, Tensor]) -> torch.dtype:
     for score in scores.values():
         dtype = torch.promote_types(dtype, score.dtype)
     return dtype
-

@@ -100,9 +100,9 @@ class SensitivityResult:
     def to_dict(self) -> dict[str, Any]:
         """Returns a JSON-ready dict (the layout of ``sensitivity.json``)::
 
-            {"metric": "val_top1", "baseline": 0.93,
-             "layers": {"features.0.weight": {"param_count": 1728, "current_sparsity": 0.0,
-                                               "curve": [[0.0, 0.93], [0.1, 0.93], ...]}, ...}}
+        {"metric": "val_top1", "baseline": 0.93,
+         "layers": {"features.0.weight": {"param_count": 1728, "current_sparsity": 0.0,
+                                           "curve": [[0.0, 0.93], [0.1, 0.93], ...]}, ...}}
         """
         return {
             "metric": self.metric,
@@ -287,9 +287,7 @@ def allocate_layer_sparsity(
     names = list(result.curves)
     want = round(target * sum(counts.values()))
     lower = {name: round(result.current_sparsity[name] * counts[name]) for name in names}
-    upper = {
-        name: max(lower[name], math.floor(result.curves[name][-1][0] * counts[name] + 1e-9)) for name in names
-    }
+    upper = {name: max(lower[name], math.floor(result.curves[name][-1][0] * counts[name] + 1e-9)) for name in names}
     if want < sum(lower.values()):
         raise ValueError(
             f"target_sparsity {target} is below the sparsity the layers already have "
@@ -389,9 +387,7 @@ def _probe_layer(
     return points
 
 
-def _loss_points(
-    result: SensitivityResult, name: str, count: int, lower: int, upper: int
-) -> list[tuple[float, float]]:
+def _loss_points(result: SensitivityResult, name: str, count: int, lower: int, upper: int) -> list[tuple[float, float]]:
     """The layer's loss curve over pruned-weight counts ``[lower, upper]``, interpolated at the ends."""
     if lower == upper:
         return []

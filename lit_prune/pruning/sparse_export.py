@@ -390,4 +390,3 @@ def to_sparse_inference(
         ValueError: If ``linear_layout`` is not allowed or the mask does not fit the model.
     """
     return SparseInferenceModel(model, mask, linear_layout)
-

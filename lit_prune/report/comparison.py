@@ -147,7 +147,7 @@ def comparison_markdown(runs: Sequence[Run], plots: Sequence[Path] = ()) -> str:
         "",
         "Removed (physically, structured), zeroed (unstructured) and overall reduction are fractions of the "
         "unpruned architecture's parameters; removed + zeroed = overall (docs/architecture.md, \"Parameter "
-        "reduction\"). Theoretical speed-up: reference MACs / non-zero MACs (a kernel that skips zeros); measured "
+        'reduction"). Theoretical speed-up: reference MACs / non-zero MACs (a kernel that skips zeros); measured '
         "speed-up: reference latency / latency. Δ top-1 in percentage points; Δ size: sparse size against the "
         "reference's dense size. MACs per image; latency, memory and energy per batch. n/a: not measured (the run's "
         "report.md says why).",

@@ -126,7 +126,7 @@ def _reduction(report: Mapping[str, Any]) -> list[str]:
         lines += [
             "",
             "Removed + zeroed = overall, all as fractions of the unpruned architecture's parameters "
-            "(docs/architecture.md, \"Parameter reduction\").",
+            '(docs/architecture.md, "Parameter reduction").',
         ]
     else:
         lines.append(f"Parameters: {params['total']:,} in total, {params['nonzero']:,} non-zero.")

@@ -221,4 +221,3 @@ def _attempt(notes: dict[str, str], key: str, measure: Any) -> Any:
 def masked_entry_count(mask: Mapping[str, Tensor] | None) -> int:
     """Number of entries a pruning mask covers (0 without one)."""
     return 0 if mask is None else sum(int(keep.numel()) for keep in mask.values())
-
