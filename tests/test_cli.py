@@ -75,6 +75,9 @@ def test_quickstart_smoke_run_exits_0_and_ends_with_the_summary(
         assert noise not in result.stdout + result.stderr, noise
     report = json.loads((run_dir / "report.json").read_text())
     assert [stage["name"] for stage in report["stages"]] == ["baseline", "round1/pruned", "round1/trained"]
+    assert report["validated_on_test"] is False
+    learning_rates = [tag for tag in read_scalars(run_dir) if tag.startswith("lr-")]
+    assert learning_rates, "the learning rate is logged in every run"
     assert oct((run_dir / "report.json").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
 
 
@@ -262,3 +265,19 @@ def test_debug_prints_the_traceback(tmp_path: Path) -> None:
     result = lit_prune("fit", "--config", QUICKSTART, "--data.batch_size=0", "--debug", cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" in result.stderr and "batch_size" in result.stderr
+
+
+def test_validating_on_the_test_set_must_be_asked_for_and_is_reported(tmp_path: Path) -> None:
+    result = lit_prune(
+        "fit",
+        "--config",
+        QUICKSTART,
+        *TINY_FIT,
+        "--data.init_args.val_split=0",
+        "--data.init_args.validate_on_test=true",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "lightning_logs" / "quickstart" / "version_0"
+    assert json.loads((run_dir / "report.json").read_text())["validated_on_test"] is True
+    assert "validated on the test set" in (run_dir / "report.md").read_text()
