@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 from torch import Tensor, nn
 
 from datamodules import DigitsDataModule
+from lit_prune.config_bases import compose_config
 from lit_prune.models import create_model
 from lit_prune.profiling import count_macs, measure_latency
 from lit_prune.pruning.regression_pruning import LayerPruningResult, regression_channel_prune_
@@ -40,7 +40,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "e7_regression_vgg16b
 
 def config_ratios() -> dict[str, float]:
     """The per-layer ratios of the E7 config (the last callback's ``channel_fraction``)."""
-    config = yaml.safe_load(CONFIG.read_text())
+    config = compose_config(CONFIG)
     return dict(config["trainer"]["callbacks"][-1]["init_args"]["channel_fraction"])
 
 

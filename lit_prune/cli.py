@@ -22,6 +22,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lit_prune import console
 from lit_prune.cli_errors import CommandProgress, PhaseTracker, condense_parser_message, report_failure
 from lit_prune.cli_help import SHORT_HELP_FORMATTER, describe_for_help, remember_parser
+from lit_prune.config_bases import expand_config_arguments
 from lit_prune.module import ImageClassifier
 from lit_prune.renamed_options import renamed_option_error
 from lit_prune.run_directory import point_logger_at_run, remove_if_unfinished, run_of_checkpoint
@@ -138,6 +139,7 @@ def run_cli(args: Sequence[str], progress: CommandProgress | None = None) -> Lit
         Exception: Whatever the command raised; :func:`main` turns it into an exit status.
     """
     progress = progress or CommandProgress()
+    args = expand_config_arguments(args)
     with warnings.catch_warnings():
         # Passing the command line as ``args`` is how this entry point works, not a mistake.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")

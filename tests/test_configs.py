@@ -1,9 +1,11 @@
 """Every config in ``configs/`` parses and runs end to end on the digits data with tiny limits.
 
-A CIFAR config that only parses can still be broken, so each one is also run: the data module is
-swapped for the offline digits (same image size), the trainer limited to a couple of batches, and
-the schedule shortened by the overrides the config itself lists on a ``# smoke:`` comment line
-(for example ``# smoke: --trainer.max_epochs=3 --trainer.callbacks.start_epoch=1``).
+Every experiment composes shared blocks from ``configs/base/`` (its ``bases`` key), so these runs
+cover each experiment with its bases. A CIFAR config that only parses can still be broken, so each
+one is also run: the data module is swapped for the offline digits (same image size), the trainer
+limited to a couple of batches, and the schedule shortened by the overrides the config itself
+lists on a ``# smoke:`` comment line (for example
+``# smoke: --trainer.max_epochs=3 --trainer.callbacks.start_epoch=1``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pytest
 import yaml
 
 from lit_prune.cli import run_cli
+from lit_prune.config_bases import compose_config
 from tests.conftest import CONFIG_DIR
 
 CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
@@ -30,10 +33,9 @@ def _smoke_overrides(config: Path) -> list[str]:
 
 def _digits_run_signature(config: Path) -> str:
     """What a smoke run on digits depends on: everything but the data and the logger's name."""
-    content = yaml.safe_load(config.read_text())
-    content.pop("data", None)
+    content = compose_config(config)
+    image_size = content.pop("data", {}).get("init_args", {}).get("image_size", 32)
     content.get("trainer", {}).pop("logger", None)
-    image_size = yaml.safe_load(config.read_text())["data"].get("init_args", {}).get("image_size", 32)
     return json.dumps([content, image_size, _smoke_overrides(config)], sort_keys=True)
 
 
@@ -46,7 +48,7 @@ def _distinct_digits_runs(configs: list[Path]) -> list[Path]:
 
 
 def _digits_data_override(config: Path) -> list[str]:
-    data = yaml.safe_load(config.read_text())["data"]
+    data = compose_config(config)["data"]
     if data["class_path"] == "datamodules.DigitsDataModule":
         return []
     image_size = data.get("init_args", {}).get("image_size", 32)
@@ -55,7 +57,7 @@ def _digits_data_override(config: Path) -> list[str]:
 
 
 def _offline_overrides(config: Path) -> list[str]:
-    network_kwargs = yaml.safe_load(config.read_text())["model"].get("network_kwargs") or {}
+    network_kwargs = compose_config(config)["model"].get("network_kwargs") or {}
     if network_kwargs.get("pretrained"):
         offline = {**network_kwargs, "pretrained": False}
         return ["--model.network_kwargs", yaml.safe_dump(offline, default_flow_style=True).strip()]

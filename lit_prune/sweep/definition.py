@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from lit_prune.config_bases import compose_config
 from lit_prune.errors import UserError
 
 __all__ = [
@@ -184,7 +185,7 @@ class SweepDefinition:
             "args": list(self.args),
             "base": None if self.base is None else asdict(self.base),
             "smoke_configs": self.smoke_configs,
-            "configs": {path: Path(path).read_text(encoding="utf-8") for path in configs},
+            "configs": {path: yaml.safe_dump(compose_config(path), sort_keys=True) for path in configs},
         }
 
     def with_args(self, args: Sequence[str]) -> SweepDefinition:

@@ -21,6 +21,7 @@ from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, instantiate_class
 
+from lit_prune.config_bases import expand_config_arguments
 from lit_prune.errors import UserError
 
 __all__ = [
@@ -70,7 +71,7 @@ class ConfigResolver:
             UserError: If the parser rejects an option or value (the message names the run and
                 quotes the parser's reason).
         """
-        return self._parse(run, ["--config", config, *args])
+        return self._parse(run, expand_config_arguments(["--config", config, *args]))
 
     def check(self, run: str, cfg: Namespace) -> None:
         """Builds every callback of a parsed config once, so values a callback refuses surface now.
