@@ -13,11 +13,13 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_prune.console import announce
+from lit_prune.errors import UserError
 from lit_prune.models import create_model
 from lit_prune.pruning import MaskEnforcer, PruningMask
 from lit_prune.pruning.channel_surgery import shrink_groups_
 from lit_prune.pruning.parameters import parameter_count
 from lit_prune.pruning.surgery_history import check_history, remap_mask, replay_history
+from lit_prune.validation import check_bool
 
 __all__ = ["ImageClassifier"]
 
@@ -25,6 +27,31 @@ _STAGES = ("train", "val", "test")
 
 
 _WEIGHT_SOURCES = ("checkpoint_path", "pretrained")
+
+_COMPILE_OPTIONS = ("fullgraph", "dynamic", "backend", "mode", "options", "disable")
+"""The keyword arguments of ``torch.compile`` that ``compile:`` may give (besides the model)."""
+
+
+def _compile_options(compile: bool | Mapping[str, Any]) -> dict[str, Any] | None:
+    """``torch.compile`` keyword arguments from the ``compile`` option; None means eager.
+
+    Raises:
+        UserError: If the option is neither a bool nor a mapping of ``torch.compile`` arguments.
+    """
+    if isinstance(compile, bool):
+        return {} if compile else None
+    if not isinstance(compile, Mapping):
+        raise UserError(
+            f"compile must be true, false or a mapping of torch.compile arguments ({', '.join(_COMPILE_OPTIONS)}), "
+            f"got {compile!r}"
+        )
+    unknown = sorted(set(compile) - set(_COMPILE_OPTIONS))
+    if unknown:
+        raise UserError(
+            f"compile got unknown torch.compile arguments {unknown}; allowed: {', '.join(_COMPILE_OPTIONS)} "
+            "(e.g. compile: {mode: max-autotune, dynamic: false})"
+        )
+    return dict(compile)
 
 
 def _architecture_kwargs(network_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -56,6 +83,15 @@ class ImageClassifier(LightningModule):
     strict loading. A pruned weight stays exactly zero: its gradient is zeroed before
     every optimizer step (after AMP unscaling) and the weight re-zeroed after it.
 
+    With ``compile`` the forward pass of training, validation, testing and prediction runs through
+    ``torch.compile(network)``; :attr:`network` itself stays the plain module, so state dicts,
+    masks, surgery and reports see plain parameter names (no ``_orig_mod.``) and a checkpoint of
+    a compiled run loads into an uncompiled module and back. The compiled wrapper takes the
+    parameters as graph inputs, so weights zeroed in place by the mask are seen by the next call;
+    after structured surgery the network is compiled again. With ``channels_last`` the network's
+    4-d weights and every 4-d input batch use ``torch.channels_last`` (NHWC) memory, again after
+    surgery.
+
     Args:
         network: A registered model name (see ``lit_prune.models.list_models``) or a module.
         num_classes: Number of classes; linked from the data module by the CLI.
@@ -64,6 +100,12 @@ class ImageClassifier(LightningModule):
         optimizer: Callable that builds the optimizer from the parameters.
         lr_scheduler: Callable that builds the LR scheduler from the optimizer, or None.
         lr_scheduler_interval: ``"epoch"`` or ``"step"``: how often the scheduler steps.
+        compile: ``true`` to run the network through ``torch.compile`` with its defaults (inductor),
+            or a mapping of its arguments (``mode``, ``backend``, ``dynamic``, ``fullgraph``,
+            ``options``, ``disable``). Off by default: on a CPU, compiling ResNet-20 takes about a
+            minute per graph (training and evaluation each need one) and gains little (see
+            ``benchmarks/README.md``).
+        channels_last: Train and evaluate in the channels-last memory format.
 
     Raises:
         ValueError: If an argument is out of range.
@@ -78,8 +120,12 @@ class ImageClassifier(LightningModule):
         optimizer: OptimizerCallable = torch.optim.SGD,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: str = "epoch",
+        compile: bool | dict[str, Any] = False,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
+        compile_options = _compile_options(compile)
+        check_bool(channels_last, "channels_last")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
         if lr_scheduler_interval not in ("epoch", "step"):
@@ -100,6 +146,10 @@ class ImageClassifier(LightningModule):
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.lr_scheduler_interval = lr_scheduler_interval
+        self.compile_options = compile_options
+        self.channels_last = channels_last
+        self._compiled_network: nn.Module | None = None
+        self._apply_memory_format()
         self.topk = (1, 5) if num_classes >= 5 else (1,)
         self.metrics = nn.ModuleDict(
             {
@@ -116,8 +166,39 @@ class ImageClassifier(LightningModule):
         self.loaded_checkpoint: dict[str, Any] | None = None
 
     def forward(self, images: Tensor) -> Tensor:
-        """Returns the logits of the network for a batch of images."""
-        return self.network(images)
+        """Returns the logits of the network for a batch of images (compiled and channels-last if asked)."""
+        if self.channels_last and images.dim() == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self._forward_network()(images)
+
+    def _forward_network(self) -> nn.Module:
+        """The network to call: :attr:`network`, or its compiled wrapper, built on first use.
+
+        The wrapper is kept out of the module's registered children (``object.__setattr__``), so it
+        adds no ``_orig_mod.`` keys to state dicts, and it is rebuilt when :attr:`network` was replaced.
+        """
+        if self.compile_options is None:
+            return self.network
+        compiled = self._compiled_network
+        if compiled is None or getattr(compiled, "_orig_mod", None) is not self.network:
+            compiled = torch.compile(self.network, **self.compile_options)
+            object.__setattr__(self, "_compiled_network", compiled)
+        return compiled
+
+    def _network_changed(self) -> None:
+        """After surgery: the new 4-d weights get the memory format, and the network is compiled again."""
+        self._apply_memory_format()
+        object.__setattr__(self, "_compiled_network", None)
+
+    def _apply_memory_format(self) -> None:
+        if self.channels_last:
+            self.network.to(memory_format=torch.channels_last)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickling and ``copy.deepcopy`` leave the compiled wrapper out; it is rebuilt on first use."""
+        state = super().__getstate__()
+        state["_compiled_network"] = None
+        return state
 
     def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         images, labels = batch
@@ -188,6 +269,7 @@ class ImageClassifier(LightningModule):
         if not records:
             return records
         self.surgery_history.extend(records)
+        self._network_changed()
         if self.pruning_mask is not None:
             self.pruning_mask = remap_mask(self.pruning_mask, self.network, records)
             self.pruning_mask.apply_(self.network)
@@ -299,6 +381,7 @@ class ImageClassifier(LightningModule):
             )
         replay_history(self.network, history)
         self.surgery_history = history
+        self._network_changed()
 
     def configure_optimizers(self) -> Mapping[str, Any]:
         optimizer = self.optimizer_factory(self.parameters())
