@@ -1,7 +1,7 @@
 """Inference latency of CNNs dense vs. with half of every layer's channels physically removed.
 
 For ResNet-20, ResNet-18 and VGG16-BN the pruned copy loses 50 % of the channels of *every*
-channel group (``select_channels(..., ratio=0.5, scope="layer")`` on L1 filter norms, residual
+channel group (``select_channels(..., channel_fraction=0.5, scope="layer")`` on L1 filter norms, residual
 streams included): a channel fraction per group, not a parameter fraction. Since most
 convolutions lose half their inputs and half their outputs, about a quarter of the MACs and
 parameters remain. Dense and pruned models are timed alternately in one process

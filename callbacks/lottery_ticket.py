@@ -16,9 +16,9 @@ from callbacks.mask_pruning import MaskPruningCallback
 from lit_prune.models import create_model
 from lit_prune.models.checkpoint import read_state_dict
 from lit_prune.module import ImageClassifier
-from lit_prune.pruning import PruningMask, fixed_steps, geometric, validate_sparsity
+from lit_prune.pruning import PruningMask, fixed_steps, geometric
 from lit_prune.pruning.nm_sparsity import pattern_sparsity
-from lit_prune.validation import check_choice, check_int
+from lit_prune.validation import check_choice, check_int, check_sparsity
 
 __all__ = ["CONTROLS", "LotteryTicket"]
 
@@ -222,7 +222,7 @@ def _round_levels(rounds: int | None, fraction_of_remaining: float, target_spars
         if rounds is None:
             raise ValueError("LotteryTicket needs rounds, target_sparsity, or both")
         return geometric(fraction_of_remaining, rounds)
-    target_sparsity = validate_sparsity(target_sparsity, "target_sparsity")
+    target_sparsity = check_sparsity(target_sparsity, "target_sparsity")
     if target_sparsity == 0.0:
         raise ValueError("target_sparsity must be > 0: a lottery ticket prunes something")
     if rounds is None:

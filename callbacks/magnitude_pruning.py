@@ -12,9 +12,9 @@ from typing_extensions import override
 from callbacks.mask_pruning import MaskPruningCallback
 from lit_prune.errors import UserError
 from lit_prune.module import ImageClassifier
-from lit_prune.pruning import cubic_sparsity, fixed_steps, linear_steps, validate_sparsity
+from lit_prune.pruning import cubic_sparsity, fixed_steps, linear_steps
 from lit_prune.pruning.nm_sparsity import pattern_sparsity
-from lit_prune.validation import check_choice, check_int
+from lit_prune.validation import check_choice, check_int, check_sparsity
 
 __all__ = ["SCHEDULES", "MagnitudePruning"]
 
@@ -85,7 +85,7 @@ class MagnitudePruning(MaskPruningCallback):
             target_sparsity = pattern_sparsity(self.pruner.nm_pattern, target_sparsity, "target_sparsity")
         elif target_sparsity is None:
             raise UserError("MagnitudePruning needs target_sparsity (or a pattern such as '2:4', which sets it)")
-        self.target_sparsity = validate_sparsity(target_sparsity, "target_sparsity")
+        self.target_sparsity = check_sparsity(target_sparsity, "target_sparsity")
         check_choice(schedule, "schedule", SCHEDULES)
         check_int(start_epoch, "start_epoch", 0)
         check_int(every_n_epochs, "every_n_epochs", 1)

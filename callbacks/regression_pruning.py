@@ -16,7 +16,7 @@ from typing_extensions import override
 from callbacks.base import PruningCallback
 from lit_prune.module import ImageClassifier
 from lit_prune.profiling import count_macs, measure_latency, measure_memory
-from lit_prune.pruning import PruningMask, validate_sparsity
+from lit_prune.pruning import PruningMask
 from lit_prune.pruning.parameters import parameter_count
 from lit_prune.pruning.regression_pruning import (
     RegressionPruningResult,
@@ -27,7 +27,7 @@ from lit_prune.pruning.regression_pruning import (
 from lit_prune.pruning.regression_pruning.layers import check_channel_ratio
 from lit_prune.pruning.sensitivity import SensitivityResult
 from lit_prune.pruning.unstructured import UnstructuredPruner, restrict_mask
-from lit_prune.validation import check_bool, check_file, check_int, check_pattern_fractions
+from lit_prune.validation import check_bool, check_file, check_int, check_pattern_fractions, check_sparsity
 
 __all__ = ["REGRESSION_REPORT_FILE", "ChannelRegressionPruning"]
 
@@ -133,16 +133,14 @@ class ChannelRegressionPruning(PruningCallback):
         self.sensitivity = _read_sensitivity(sensitivity_file) if sensitivity_file is not None else None
         self.sensitivity_file = sensitivity_file
         self.sensitivity_target = (
-            None if sensitivity_target is None else validate_sparsity(sensitivity_target, "sensitivity_target")
+            None if sensitivity_target is None else check_sparsity(sensitivity_target, "sensitivity_target")
         )
         self.calibration_batches = check_int(calibration_batches, "calibration_batches", 1)
         self.positions_per_image = check_int(positions_per_image, "positions_per_image", 1)
         self.start_epoch = check_int(start_epoch, "start_epoch", 0)
         self.max_lasso_fits = check_int(max_lasso_fits, "max_lasso_fits", 2)
         self.profile_stages = check_bool(profile_stages, "profile_stages")
-        self.linear_sparsity = (
-            None if linear_sparsity is None else validate_sparsity(linear_sparsity, "linear_sparsity")
-        )
+        self.linear_sparsity = None if linear_sparsity is None else check_sparsity(linear_sparsity, "linear_sparsity")
         self.seed = seed
         self.layer_ratios: dict[str, float] = {}
 

@@ -16,7 +16,7 @@ from callbacks.evaluation import evaluate_on_validation
 from callbacks.mask_pruning import MaskPruningCallback
 from lit_prune.errors import UserError
 from lit_prune.module import ImageClassifier
-from lit_prune.pruning import PruningMask, list_scores, validate_sparsity
+from lit_prune.pruning import PruningMask, list_scores
 from lit_prune.pruning.nm_sparsity import pattern_sparsity
 from lit_prune.pruning.saliency import class_balanced_batches
 from lit_prune.pruning.score_registry import Score, get_score
@@ -24,7 +24,7 @@ from lit_prune.pruning.scoring_mode import check_bn_mode
 from lit_prune.pruning.selection import DEFAULT_TIE_SEED, TIE_RULE
 from lit_prune.pruning.stages import Stage, parse_stages
 from lit_prune.pruning.unstructured import restrict_mask
-from lit_prune.validation import check_int, check_number
+from lit_prune.validation import check_int, check_number, check_sparsity
 
 __all__ = ["SaliencyPruning"]
 
@@ -152,7 +152,7 @@ class SaliencyPruning(MaskPruningCallback):
             target_sparsity = pattern_sparsity(self.pruner.nm_pattern, target_sparsity, "target_sparsity")
         elif target_sparsity is None:
             target_sparsity = _DEFAULT_TARGET_SPARSITY
-        self.target_sparsity = validate_sparsity(target_sparsity, "target_sparsity")
+        self.target_sparsity = check_sparsity(target_sparsity, "target_sparsity")
         if self.target_sparsity == 0.0:
             raise ValueError("target_sparsity must be in (0, 1): a pruning callback prunes something")
         self.stages = parse_stages(stages)

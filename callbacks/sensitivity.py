@@ -20,7 +20,6 @@ from lit_prune.pruning import (
     PruningMask,
     layerwise_prune_mask,
     magnitude_scores,
-    validate_sparsity,
 )
 from lit_prune.pruning.sensitivity import (
     DEFAULT_SENSITIVITY_SPARSITIES,
@@ -31,7 +30,7 @@ from lit_prune.pruning.sensitivity import (
 )
 from lit_prune.pruning.unstructured import restrict_mask
 from lit_prune.report.sensitivity_plot import plot_sensitivity, sensitivity_figure
-from lit_prune.validation import check_fraction_levels, check_int, check_pattern_fractions
+from lit_prune.validation import check_fraction_levels, check_int, check_pattern_fractions, check_sparsity
 
 __all__ = ["SENSITIVITY_FIGURE", "SENSITIVITY_JSON", "SensitivityAnalysis"]
 
@@ -105,9 +104,7 @@ class SensitivityAnalysis(MaskPruningCallback):
         self.sparsities = check_fraction_levels(sparsities, "sparsities", DEFAULT_SENSITIVITY_SPARSITIES)
         if self.sparsities[-1] == 0.0:
             raise UserError(f"sparsities must include one above 0, got {list(sparsities)}")
-        self.target_sparsity = (
-            None if target_sparsity is None else validate_sparsity(target_sparsity, "target_sparsity")
-        )
+        self.target_sparsity = None if target_sparsity is None else check_sparsity(target_sparsity, "target_sparsity")
         if self.target_sparsity is not None and not 0.0 < self.target_sparsity <= self.sparsities[-1]:
             raise ValueError(
                 f"target_sparsity must be in (0, {self.sparsities[-1]}] (the highest probed sparsity, since the "

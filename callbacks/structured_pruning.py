@@ -16,7 +16,7 @@ from lit_prune.pruning.channel_groups import StructuredGroup, prunable_groups
 from lit_prune.pruning.parameters import parameter_count
 from lit_prune.pruning.score_registry import get_score
 from lit_prune.pruning.structured_importance import (
-    select_channels_for_param_fraction,
+    select_channels_for_removed_fraction,
     structured_importance,
 )
 from lit_prune.pruning.unstructured import check_scope
@@ -110,7 +110,7 @@ class ParameterFractionPruning(StructuredPruningCallback):
     At the start of one epoch the units of the groups of ``kinds`` (see
     ``lit_prune.pruning.channel_groups.prunable_groups``) are scored by ``score`` and the
     lowest-scoring ones are removed until at least ``removed_fraction`` of the model's parameters
-    are gone (``select_channels_for_param_fraction``: the count is exact, over every parameter of
+    are gone (``select_channels_for_removed_fraction``: the count is exact, over every parameter of
     the network, including those no group touches). The epoch is either ``prune_epoch`` (prune at
     its start, after ``prune_epoch`` epochs of training) or ``trainer.max_epochs -
     fine_tune_epochs`` (train, prune, then fine-tune for the last ``fine_tune_epochs`` epochs).
@@ -286,7 +286,7 @@ class ParameterFractionPruning(StructuredPruningCallback):
         Raises:
             ValueError: If the fraction cannot be reached within ``max_group_fraction``.
         """
-        return select_channels_for_param_fraction(
+        return select_channels_for_removed_fraction(
             network,
             groups,
             scores,

@@ -117,6 +117,16 @@ def check_fraction(value: object, name: str, *, zero: bool = True, one: bool = F
     return float(value)
 
 
+def check_sparsity(value: object, name: str = "sparsity") -> float:
+    """Accepts a sparsity a pruning step may request: the fraction of weights that are zero, in [0, 1).
+
+    Raises:
+        UserTypeError: If ``value`` is not a real number.
+        UserError: If it lies outside ``[0, 1)`` (1 would remove every weight).
+    """
+    return check_fraction(value, name, meaning="the fraction of weights set to zero; 1 would remove every weight")
+
+
 def check_fraction_levels(values: object, name: str, example: Sequence[float]) -> list[float]:
     """Accepts a non-empty list of distinct fractions in ``[0, 1)``, such as probed sparsities.
 

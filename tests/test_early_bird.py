@@ -46,7 +46,7 @@ def test_mask_removes_the_lowest_scales_under_one_global_threshold() -> None:
     scales = torch.randperm(552).float().add(1).neg().split([8, 16, 16, 512])  # distinct, negative: |gamma| counts
     _set_scales(model, dict(zip(norms, scales)))
 
-    mask = bn_scale_channel_mask(model, ratio=0.25)
+    mask = bn_scale_channel_mask(model, channel_fraction=0.25)
     threshold = torch.cat(scales).abs().sort().values[137]  # round(0.25 * 552) = 138 entries go
     for (group, keep), scale in zip(mask.items(), scales):
         assert torch.equal(keep, scale.abs() > threshold), group
@@ -70,18 +70,18 @@ def test_residual_channel_stays_while_any_of_its_batch_norms_keeps_it() -> None:
     _set_scales(model, scales)
     total = sum(s.numel() for s in scales.values())  # every batch norm belongs to exactly one group
 
-    mask = bn_scale_channel_mask(model, ratio=8 / total)
+    mask = bn_scale_channel_mask(model, channel_fraction=8 / total)
     removed = {name: torch.nonzero(~keep).reshape(-1).tolist() for name, keep in mask.items() if not keep.all()}
     assert removed == {"layer1": [0], "layer1.0.conv1": [5]}
 
-    internal = bn_scale_channel_mask(model, ratio=8 / total, include_residual=False)
+    internal = bn_scale_channel_mask(model, channel_fraction=8 / total, include_residual=False)
     assert "layer1" not in internal and internal["layer1.0.conv1"].tolist().count(False) == 1
 
 
 def test_cap_keeps_the_largest_scales_of_a_group() -> None:
     model = CifarVGG((8, "M", 512, "M"), num_classes=10)
     _set_scales(model, {"features.1": torch.arange(8.0) * 1e-3, "features.5": torch.ones(512)})
-    mask = bn_scale_channel_mask(model, ratio=0.3, max_group_fraction=0.5)  # 156 of 520 entries fall below
+    mask = bn_scale_channel_mask(model, channel_fraction=0.3, max_group_fraction=0.5)  # 156 of 520 entries fall below
     assert mask["features.0"].tolist() == [False] * 4 + [True] * 4, "the cap keeps the 4 largest of 8"
     assert mask["features.4"].tolist() == [False] * 148 + [True] * 364, "ties go in order of position"
     assert keep_indices(mask)["features.0"] == [4, 5, 6, 7]

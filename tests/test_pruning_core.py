@@ -25,10 +25,10 @@ from lit_prune.pruning import (
     prunable_parameters,
     random_scores,
     sparsity_after_step,
-    validate_sparsity,
     zero_pruned_gradients_,
     zero_pruned_weights_,
 )
+from lit_prune.validation import check_sparsity
 
 
 class _SmallConvNet(nn.Module):
@@ -280,7 +280,7 @@ def test_layerwise_patterns_first_match_wins_and_unmatched_keep_current() -> Non
     assert torch.equal(mask["fc.weight"], current["fc.weight"])
     with pytest.raises(ValueError, match="'head.*' matches no scored parameter"):
         layerwise_prune_mask(scores, {"head.*": 0.5})
-    with pytest.raises(ValueError, match=r"sparsity\['layer1\.\*'\] must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"sparsity\['layer1\.\*'\] must be a number in \[0, 1\)"):
         layerwise_prune_mask(scores, {"layer1.*": 1.0})
 
 
@@ -308,7 +308,7 @@ def test_iterative_pruning_only_shrinks_and_never_revives() -> None:
 def test_selection_input_errors() -> None:
     scores = {"w": torch.randn(10)}
     for bad in (1.0, 1.5, -0.1, float("nan")):
-        with pytest.raises(ValueError, match=r"must be in \[0, 1\)"):
+        with pytest.raises(ValueError, match=r"must be a number in \[0, 1\)"):
             global_prune_mask(scores, bad)
     with pytest.raises(TypeError, match="number in"):
         global_prune_mask(scores, True)
@@ -320,7 +320,7 @@ def test_selection_input_errors() -> None:
         global_prune_mask(scores, 0.5, current_mask=PruningMask({"w": torch.ones(3, dtype=torch.bool)}))
     with pytest.raises(ValueError, match="fraction_of_remaining"):
         sparsity_after_step(0.5, 1.0)
-    assert validate_sparsity(0) == 0.0
+    assert check_sparsity(0) == 0.0
     assert sparsity_after_step(0.5, 0.5) == pytest.approx(0.75)
 
 

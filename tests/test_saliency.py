@@ -485,7 +485,7 @@ def test_class_balanced_batches_errors() -> None:
         class_balanced_batches(_labelled_stream([[0, 1, 2, 0, 1]], []), num_classes=3, samples_per_class=2)
     with pytest.raises(ValueError, match=r"targets must lie in \[0, 3\)"):
         class_balanced_batches(_labelled_stream([[0, 5]], []), num_classes=3, samples_per_class=1)
-    with pytest.raises(ValueError, match="samples_per_class must be >= 1"):
+    with pytest.raises(ValueError, match="samples_per_class must be an integer >= 1"):
         class_balanced_batches([], num_classes=3, samples_per_class=0)
     with pytest.raises(ValueError, match="num_batches=7 exceeds the 6 samples"):
         class_balanced_batches(_labelled_stream([[0, 1, 2, 0, 1, 2]], []), 3, 2, num_batches=7)

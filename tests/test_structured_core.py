@@ -20,7 +20,7 @@ from lit_prune.pruning.head_surgery import head_groups, mlp_unit_groups, remove_
 from lit_prune.pruning.structured_importance import (
     removed_parameter_fraction,
     select_channels,
-    select_channels_for_param_fraction,
+    select_channels_for_removed_fraction,
     structured_importance,
 )
 from lit_prune.pruning.surgery_history import check_history, remap_mask, replay_history
@@ -409,21 +409,21 @@ def test_global_selection_can_normalize_each_group_by_its_mean() -> None:
 
 
 @pytest.mark.parametrize("bad", [1.0, -0.1, 1.5])
-def test_ratio_out_of_range_is_rejected(bad: float) -> None:
+def test_channel_fraction_out_of_range_is_rejected(bad: float) -> None:
     scores = {"a": torch.ones(4)}
-    with pytest.raises(ValueError, match=r"ratio must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"channel_fraction must be a number in \[0, 1\)"):
         select_channels(scores, bad)
     model = create_model("resnet20")
     groups = prunable_groups(model)
-    with pytest.raises(ValueError, match=r"param_fraction must be in \(0, 1\)"):
-        select_channels_for_param_fraction(model, groups, structured_importance(model, groups), bad)
+    with pytest.raises(ValueError, match=r"removed_fraction must be a number in \(0, 1\)"):
+        select_channels_for_removed_fraction(model, groups, structured_importance(model, groups), bad)
 
 
 def test_selection_arguments_are_validated() -> None:
     scores = {"a": torch.ones(4)}
     with pytest.raises(ValueError, match=r"max_group_fraction must be in \(0, 1\]"):
         select_channels(scores, 0.5, max_group_fraction=0.0)
-    with pytest.raises(ValueError, match="unknown selection scope"):
+    with pytest.raises(ValueError, match="scope must be one of"):
         select_channels(scores, 0.5, scope="network")
     with pytest.raises(ValueError, match="exceeds max_group_fraction"):
         select_channels(scores, 0.95, scope="layer")
@@ -449,7 +449,7 @@ def test_parameter_fraction_target_is_reached_and_not_overshot(builder: Callable
     groups = prunable_groups(model)
     scores = structured_importance(model, groups, "l1")
     before = _parameter_count(model)
-    keep = select_channels_for_param_fraction(model, groups, scores, 0.25, **kwargs)
+    keep = select_channels_for_removed_fraction(model, groups, scores, 0.25, **kwargs)
     predicted = removed_parameter_fraction(model, groups, keep)
     one_unit_each = [
         removed_parameter_fraction(model, groups, {name: list(range(1, group.size))}) for name, group in groups.items()
@@ -468,4 +468,4 @@ def test_unreachable_parameter_fraction_reports_the_reachable_one() -> None:
     groups = prunable_groups(model, include_residual=False)
     scores = structured_importance(model, {"layer1.0.conv1": groups["layer1.0.conv1"]})
     with pytest.raises(ValueError, match=r"cannot remove 25.0% .* at most 1.\d%"):
-        select_channels_for_param_fraction(model, groups, scores, 0.25)
+        select_channels_for_removed_fraction(model, groups, scores, 0.25)

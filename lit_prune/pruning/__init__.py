@@ -45,14 +45,13 @@ from lit_prune.pruning.selection import (
     iterative_prune_mask,
     layerwise_prune_mask,
     sparsity_after_step,
-    validate_sparsity,
 )
 from lit_prune.pruning.sensitivity import SensitivityResult, allocate_layer_sparsity, sensitivity_sweep
 from lit_prune.pruning.sparse_export import export_coo, to_sparse_inference, verify_coo_against_mask
 from lit_prune.pruning.structured_importance import (
     removed_parameter_fraction,
     select_channels,
-    select_channels_for_param_fraction,
+    select_channels_for_removed_fraction,
     structured_importance,
 )
 from lit_prune.pruning.surgery_history import remap_mask, replay_history
@@ -100,7 +99,7 @@ __all__ = [
     "replay_history",
     "Score",
     "select_channels",
-    "select_channels_for_param_fraction",
+    "select_channels_for_removed_fraction",
     "sensitivity_sweep",
     "SensitivityResult",
     "shrink_groups_",
@@ -113,7 +112,6 @@ __all__ = [
     "taylor_importance",
     "to_sparse_inference",
     "UnstructuredPruner",
-    "validate_sparsity",
     "verify_coo_against_mask",
     "zero_pruned_gradients_",
     "zero_pruned_weights_",

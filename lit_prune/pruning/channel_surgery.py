@@ -90,7 +90,7 @@ def shrink_groups_(
     Args:
         model: A network supported by :func:`~lit_prune.pruning.channel_groups.prunable_groups`.
         keep: Group name to the indices of the units to keep (e.g. the result of
-            :func:`~lit_prune.pruning.structured_importance.select_channels_for_param_fraction`).
+            :func:`~lit_prune.pruning.structured_importance.select_channels_for_removed_fraction`).
         history: A list to append the records to (the module's surgery history); ``None`` to
             only return them.
         kinds: Accept only groups of these kinds (see

@@ -8,20 +8,20 @@ the ticket found when the newest mask differs little from each of the others.
 
 - :func:`bn_scale_channel_mask` draws the mask: one global threshold over the ``|gamma|`` of
   every batch norm of the prunable channel groups (each batch-norm channel is one entry), so
-  that a fraction ``ratio`` of the entries fall below it, as in the paper. A group fed by one
+  that a fraction ``channel_fraction`` of the entries fall below it, as in the paper. A group fed by one
   batch norm (a VGG layer, a ResNet block-internal channel) loses exactly the channels whose
   entry is below the threshold. In a coupled group (a ResNet residual stream, written by the
   stem or a shortcut and by every block's last batch norm) a channel is removed only if *all*
   its batch-norm entries are below the threshold: it stays as long as any layer still writes
   to it with a large scale (the "any" rule, i.e. the channel's score is its largest ``|gamma|``).
-  Such groups therefore lose fewer channels than ``ratio``; pass ``include_residual=False``
+  Such groups therefore lose fewer channels than ``channel_fraction``; pass ``include_residual=False``
   to prune only block-internal channels. Both rules deliberately differ from the reference
   code (GATECH-EIC/Early-Bird-Tickets, ``main.py`` ``pruning`` and ``resprune.py``): it masks
   every batch-norm entry on its own, keeping ``|gamma| > y[int(total * percent)]`` of the
   sorted scales (so one entry more than ``int(total * percent)`` falls, and every entry tied
   at the threshold), and measures mask distances over those per-entry masks; on its
   pre-activation ResNets the residual stream is never narrowed (a ``channel_selection`` layer
-  picks what each block reads). Here exactly ``round(ratio * entries)`` entries fall below,
+  picks what each block reads). Here exactly ``round(channel_fraction * entries)`` entries fall below,
   and a residual channel written by several batch norms goes only under the "any" rule above.
 - :func:`mask_distance` is the normalised Hamming distance between two masks.
 - :class:`EarlyBirdDetector` keeps the last ``window`` masks (5 in the paper) and fires when
@@ -48,14 +48,14 @@ ChannelMask = dict[str, Tensor]
 
 
 def bn_scale_channel_mask(
-    model: nn.Module, ratio: float, include_residual: bool = True, max_group_fraction: float = 0.9
+    model: nn.Module, channel_fraction: float, include_residual: bool = True, max_group_fraction: float = 0.9
 ) -> ChannelMask:
-    """Draws the channel mask network slimming would prune at ``ratio``.
+    """Draws the channel mask network slimming would prune at ``channel_fraction``.
 
     Args:
         model: A CNN supported by :func:`~lit_prune.pruning.channel_groups.prunable_groups`
             whose channel groups carry batch norms (CIFAR ResNets, ResNet-18, VGG16-BN).
-        ratio: Fraction of the batch-norm entries below the global threshold, in ``(0, 1)``.
+        channel_fraction: Fraction of the batch-norm entries below the global threshold, in ``(0, 1)``.
         include_residual: Also mask the channels of ResNet residual streams (see the module
             docstring for how their several batch norms decide).
         max_group_fraction: Largest fraction of one group's channels that may go, in
@@ -68,10 +68,10 @@ def bn_scale_channel_mask(
 
     Raises:
         TypeError: If the model is not supported (the message lists the supported ones).
-        ValueError: If ``ratio`` or ``max_group_fraction`` is out of range, or the model has
+        ValueError: If ``channel_fraction`` or ``max_group_fraction`` is out of range, or the model has
             no channel group or a group has no affine batch norm (a Vision Transformer).
     """
-    ratio = check_fraction(ratio, "ratio", zero=False, meaning="the fraction of channels to prune")
+    channel_fraction = check_fraction(channel_fraction, "channel_fraction", zero=False, meaning="the fraction of channels to prune")
     if isinstance(max_group_fraction, bool) or not isinstance(max_group_fraction, (int, float)):
         raise TypeError(f"max_group_fraction must be a number in (0, 1], got {max_group_fraction!r}")
     if not 0.0 < max_group_fraction <= 1.0:
@@ -85,7 +85,7 @@ def bn_scale_channel_mask(
     scales = {name: _batch_norm_scales(model, group) for name, group in groups.items()}
     flat = torch.cat([values.reshape(-1) for values in scales.values()])
     below = torch.zeros(flat.numel(), dtype=torch.bool)
-    below[torch.sort(flat, stable=True).indices[: round(ratio * flat.numel())]] = True
+    below[torch.sort(flat, stable=True).indices[: round(channel_fraction * flat.numel())]] = True
     mask: ChannelMask = {}
     offset = 0
     for name, values in scales.items():

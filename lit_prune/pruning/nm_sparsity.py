@@ -37,8 +37,8 @@ from lit_prune.pruning.selection import (
     global_prune_mask,
     layerwise_prune_mask,
     tie_keys,
-    validate_sparsity,
 )
+from lit_prune.validation import check_sparsity
 
 __all__ = ["NMPattern", "nm_prune_mask", "parse_pattern", "pattern_layers", "pattern_sparsity"]
 
@@ -226,7 +226,7 @@ def nm_prune_mask(
     """
     targets = sparsity.values() if isinstance(sparsity, Mapping) else [sparsity]
     for target in targets:
-        if validate_sparsity(target) > pattern.sparsity + 1e-9:
+        if check_sparsity(target) > pattern.sparsity + 1e-9:
             raise ValueError(
                 f"pattern {pattern} prunes at most {pattern.sparsity:g} of the weights, got a target of {target}"
             )

@@ -40,6 +40,7 @@ from lit_prune.pruning.parameters import check_model_parameters, current_keep_ma
 from lit_prune.pruning.score_registry import register_score
 from lit_prune.pruning.scoring_mode import check_bn_mode, scoring_mode
 from lit_prune.pruning.selection import global_prune_mask, iterative_prune_mask
+from lit_prune.validation import check_int, check_number
 
 __all__ = [
     "LossFunction",
@@ -170,7 +171,7 @@ def hessian_gradient_product(
     named = check_model_parameters(model, params)
     keep = current_keep_masks(named, current_mask)
     data = _calibration_batches(batches)
-    temperature = _check_temperature(temperature)
+    temperature = check_number(temperature, "temperature", positive=True, meaning="200 in the GraSP paper")
     _check_loss_fn(loss_fn)
     bn_mode = check_bn_mode(bn_mode)
     with scoring_mode(model, bn_mode):
@@ -250,7 +251,7 @@ def grasp_scores(
     named = check_model_parameters(model, params)
     keep = current_keep_masks(named, current_mask)
     data = _calibration_batches(batches)
-    temperature = _check_temperature(temperature)
+    temperature = check_number(temperature, "temperature", positive=True, meaning="200 in the GraSP paper")
     _check_loss_fn(loss_fn)
     bn_mode = check_bn_mode(bn_mode)
     with scoring_mode(model, bn_mode):
@@ -402,9 +403,9 @@ def class_balanced_batches(
             target is out of range, shapes disagree, or the stream ends before every class
             has ``samples_per_class`` samples.
     """
-    num_classes = _check_count(num_classes, "num_classes")
-    samples_per_class = _check_count(samples_per_class, "samples_per_class")
-    num_batches = _check_count(num_batches, "num_batches")
+    num_classes = check_int(num_classes, "num_classes", 1)
+    samples_per_class = check_int(samples_per_class, "samples_per_class", 1)
+    num_batches = check_int(num_batches, "num_batches", 1)
     total = num_classes * samples_per_class
     if num_batches > total:
         raise ValueError(
@@ -597,14 +598,6 @@ def _check_loss_fn(loss_fn: LossFunction) -> None:
         raise TypeError(f"loss_fn must be callable as loss_fn(logits, targets), got {type(loss_fn).__name__}")
 
 
-def _check_temperature(temperature: float) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        raise TypeError(f"temperature must be a positive number, got {temperature!r}")
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a positive finite number (200 in the GraSP paper), got {temperature}")
-    return float(temperature)
-
-
 def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
     if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
         raise TypeError(
@@ -617,11 +610,3 @@ def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
             f"dimension, e.g. (3, 32, 32)), got {tuple(input_shape)!r}"
         )
     return tuple(input_shape)
-
-
-def _check_count(value: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= 1, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import math
 
-from lit_prune.pruning.selection import sparsity_after_step, validate_sparsity
+from lit_prune.pruning.selection import sparsity_after_step
+from lit_prune.validation import check_fraction, check_sparsity
+
+_PROGRESS = "0 would never make progress"
 
 __all__ = ["cubic_sparsity", "fixed_steps", "geometric", "linear_steps", "one_shot"]
 
@@ -32,7 +35,7 @@ def one_shot(target: float) -> list[float]:
     Raises:
         ValueError: If ``target`` is outside ``[0, 1)``.
     """
-    return [validate_sparsity(target, "target")]
+    return [check_sparsity(target, "target")]
 
 
 def fixed_steps(target: float, fraction_of_remaining: float, initial: float = 0.0) -> list[float]:
@@ -54,9 +57,11 @@ def fixed_steps(target: float, fraction_of_remaining: float, initial: float = 0.
     Raises:
         ValueError: If an argument is out of range or more than 10,000 steps would be needed.
     """
-    target = validate_sparsity(target, "target")
-    initial = validate_sparsity(initial, "initial")
-    fraction_of_remaining = _positive_fraction(fraction_of_remaining, "fraction_of_remaining")
+    target = check_sparsity(target, "target")
+    initial = check_sparsity(initial, "initial")
+    fraction_of_remaining = check_fraction(
+        fraction_of_remaining, "fraction_of_remaining", zero=False, meaning=_PROGRESS
+    )
     if initial >= target:
         return []
     rounds = math.log((1.0 - target) / (1.0 - initial)) / math.log(1.0 - fraction_of_remaining)
@@ -98,7 +103,9 @@ def geometric(fraction_of_remaining: float, rounds: int) -> list[float]:
         ValueError: If ``fraction_of_remaining`` is outside ``(0, 1)`` or ``rounds`` is not in
             ``[1, 10000]``.
     """
-    fraction_of_remaining = _positive_fraction(fraction_of_remaining, "fraction_of_remaining")
+    fraction_of_remaining = check_fraction(
+        fraction_of_remaining, "fraction_of_remaining", zero=False, meaning=_PROGRESS
+    )
     if isinstance(rounds, bool) or not isinstance(rounds, int):
         raise TypeError(f"rounds must be an int, got {rounds!r}")
     if not 1 <= rounds <= _MAX_ROUNDS:
@@ -124,9 +131,9 @@ def linear_steps(target: float, step: float, initial: float = 0.0) -> list[float
     Raises:
         ValueError: If an argument is out of range or more than 10,000 steps would be needed.
     """
-    target = validate_sparsity(target, "target")
-    initial = validate_sparsity(initial, "initial")
-    step = _positive_fraction(step, "step")
+    target = check_sparsity(target, "target")
+    initial = check_sparsity(initial, "initial")
+    step = check_fraction(step, "step", zero=False, meaning=_PROGRESS)
     if initial >= target:
         return []
     needed = math.ceil((target - initial) / step - _TOLERANCE)
@@ -164,16 +171,9 @@ def cubic_sparsity(step: int, start_step: int, end_step: int, initial: float, fi
             raise TypeError(f"{name} must be an int, got {value!r}")
     if end_step <= start_step:
         raise ValueError(f"end_step ({end_step}) must be greater than start_step ({start_step})")
-    initial = validate_sparsity(initial, "initial")
-    final = validate_sparsity(final, "final")
+    initial = check_sparsity(initial, "initial")
+    final = check_sparsity(final, "final")
     if final < initial:
         raise ValueError(f"final sparsity ({final}) must be at least initial sparsity ({initial})")
     progress = min(max((step - start_step) / (end_step - start_step), 0.0), 1.0)
     return final + (initial - final) * (1.0 - progress) ** 3
-
-
-def _positive_fraction(value: float, name: str) -> float:
-    value = validate_sparsity(value, name)
-    if value == 0.0:
-        raise ValueError(f"{name} must be in (0, 1): 0 would never make progress")
-    return value

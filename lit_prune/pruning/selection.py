@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from lit_prune.pruning.mask import PruningMask
+from lit_prune.validation import check_int, check_sparsity
 
 __all__ = [
     "DEFAULT_TIE_SEED",
@@ -41,7 +42,6 @@ __all__ = [
     "layerwise_prune_mask",
     "sparsity_after_step",
     "tie_keys",
-    "validate_sparsity",
 ]
 
 SCOPES: tuple[str, ...] = ("global", "layer")
@@ -54,31 +54,6 @@ DEFAULT_TIE_SEED = 0
 """The seed of the tie-breaking keys unless a caller gives another."""
 
 _KEY_BOUND = 2**62
-
-
-def validate_sparsity(value: float, name: str = "sparsity") -> float:
-    """Checks that ``value`` is a sparsity a pruning step may request.
-
-    Args:
-        value: The fraction of weights to be zero.
-        name: How the value is called in the error message.
-
-    Returns:
-        ``value`` as a float.
-
-    Raises:
-        TypeError: If ``value`` is not a real number.
-        ValueError: If ``value`` is not in ``[0, 1)`` (1.0 would remove every weight).
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number in [0, 1), got {value!r}")
-    value = float(value)
-    if not 0.0 <= value < 1.0:
-        raise ValueError(
-            f"{name} must be in [0, 1) (the fraction of weights set to zero; 1.0 would remove "
-            f"every weight), got {value}"
-        )
-    return value
 
 
 def global_prune_mask(
@@ -116,8 +91,8 @@ def global_prune_mask(
             ``current_mask`` names other parameters or shapes, or the eligible weights are
             too few to reach the target.
     """
-    sparsity = validate_sparsity(sparsity)
-    tie_seed = _check_tie_seed(tie_seed)
+    sparsity = check_sparsity(sparsity)
+    tie_seed = check_int(tie_seed, "tie_seed", None)
     kept = _current_keep(scores, current_mask)
     names = list(scores)
     device = scores[names[0]].device
@@ -167,7 +142,7 @@ def layerwise_prune_mask(
             ``scores`` is empty or holds NaN, ``current_mask`` names other parameters or
             shapes, or a parameter's eligible weights are too few to reach its target.
     """
-    tie_seed = _check_tie_seed(tie_seed)
+    tie_seed = check_int(tie_seed, "tie_seed", None)
     kept = _current_keep(scores, current_mask)
     targets = _layer_targets(list(scores), sparsity)
     result: dict[str, Tensor] = {}
@@ -200,8 +175,8 @@ def sparsity_after_step(current_sparsity: float, fraction_of_remaining: float) -
         TypeError: If an argument is not a number.
         ValueError: If an argument is outside ``[0, 1)``.
     """
-    current_sparsity = validate_sparsity(current_sparsity, "current_sparsity")
-    fraction_of_remaining = validate_sparsity(fraction_of_remaining, "fraction_of_remaining")
+    current_sparsity = check_sparsity(current_sparsity, "current_sparsity")
+    fraction_of_remaining = check_sparsity(fraction_of_remaining, "fraction_of_remaining")
     return 1.0 - (1.0 - current_sparsity) * (1.0 - fraction_of_remaining)
 
 
@@ -237,7 +212,7 @@ def iterative_prune_mask(
         TypeError: If ``iterations`` is not an int.
         ValueError: If ``sparsity`` is outside ``[0, 1)`` or ``iterations`` is below 1.
     """
-    sparsity = validate_sparsity(sparsity)
+    sparsity = check_sparsity(sparsity)
     if isinstance(iterations, bool) or not isinstance(iterations, int):
         raise TypeError(f"iterations must be an int >= 1, got {iterations!r}")
     if iterations < 1:
@@ -337,12 +312,6 @@ def _prune_lowest(
     return result
 
 
-def _check_tie_seed(tie_seed: int) -> int:
-    if isinstance(tie_seed, bool) or not isinstance(tie_seed, int):
-        raise TypeError(f"tie_seed must be an int, got {tie_seed!r}")
-    return tie_seed
-
-
 def _current_keep(scores: Mapping[str, Tensor], current_mask: PruningMask | None) -> dict[str, Tensor]:
     """Validates ``scores`` against ``current_mask`` and returns the keep-mask of every scored name."""
     if not isinstance(scores, Mapping):
@@ -384,7 +353,7 @@ def _current_keep(scores: Mapping[str, Tensor], current_mask: PruningMask | None
 def _layer_targets(names: list[str], sparsity: float | Mapping[str, float]) -> dict[str, float]:
     """Maps each targeted parameter name to its sparsity (first matching pattern wins)."""
     if not isinstance(sparsity, Mapping):
-        value = validate_sparsity(sparsity)
+        value = check_sparsity(sparsity)
         return dict.fromkeys(names, value)
     if not sparsity:
         raise ValueError("sparsity mapping is empty; give at least one 'pattern: fraction' entry")
@@ -392,7 +361,7 @@ def _layer_targets(names: list[str], sparsity: float | Mapping[str, float]) -> d
     for pattern, value in sparsity.items():
         if not isinstance(pattern, str) or not pattern:
             raise TypeError(f"sparsity patterns must be non-empty strings, got {pattern!r}")
-        patterns.append((pattern, validate_sparsity(value, f"sparsity[{pattern!r}]")))
+        patterns.append((pattern, check_sparsity(value, f"sparsity[{pattern!r}]")))
         if not any(fnmatchcase(name, pattern) for name in names):
             raise ValueError(
                 f"sparsity pattern {pattern!r} matches no scored parameter; parameters are: {', '.join(names)}"

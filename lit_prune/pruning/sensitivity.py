@@ -30,8 +30,8 @@ from torch import Tensor, nn
 
 from lit_prune.pruning.mask import PruningMask
 from lit_prune.pruning.parameters import check_model_parameters, current_keep_masks
-from lit_prune.pruning.selection import layerwise_prune_mask, validate_sparsity
-from lit_prune.validation import check_fraction_levels
+from lit_prune.pruning.selection import layerwise_prune_mask
+from lit_prune.validation import check_fraction_levels, check_sparsity
 
 __all__ = [
     "DEFAULT_SENSITIVITY_SPARSITIES",
@@ -89,8 +89,7 @@ class SensitivityResult:
         curves = {str(name): _check_curve(name, points) for name, points in self.curves.items()}
         counts = {name: _check_param_count(name, self.param_counts[name]) for name in names}
         current = {
-            name: validate_sparsity(self.current_sparsity.get(name, 0.0), f"current_sparsity[{name!r}]")
-            for name in names
+            name: check_sparsity(self.current_sparsity.get(name, 0.0), f"current_sparsity[{name!r}]") for name in names
         }
         object.__setattr__(self, "curves", curves)
         object.__setattr__(self, "baseline", _finite(self.baseline, "baseline"))
@@ -282,7 +281,7 @@ def allocate_layer_sparsity(
     """
     if not isinstance(result, SensitivityResult):
         raise TypeError(f"result must be a SensitivityResult, got {type(result).__name__}")
-    target = validate_sparsity(target_sparsity, "target_sparsity")
+    target = check_sparsity(target_sparsity, "target_sparsity")
     counts = result.param_counts if param_counts is None else _check_counts(result, param_counts)
     names = list(result.curves)
     want = round(target * sum(counts.values()))
@@ -343,7 +342,7 @@ def predict_metric(result: SensitivityResult, layer_sparsity: Mapping[str, float
     for name, sparsity in layer_sparsity.items():
         if name not in result.curves:
             raise ValueError(f"no sensitivity curve for {name!r}; layers are: {', '.join(result.curves)}")
-        sparsity = validate_sparsity(sparsity, f"layer_sparsity[{name!r}]")
+        sparsity = check_sparsity(sparsity, f"layer_sparsity[{name!r}]")
         highest = result.curves[name][-1][0]
         if sparsity > highest + 1e-12:
             raise ValueError(
@@ -456,7 +455,7 @@ def _check_curve(name: str, points: object) -> list[tuple[float, float]]:
     for point in points:
         if isinstance(point, (str, bytes)) or not isinstance(point, Sequence) or len(point) != 2:
             raise ValueError(f"the curve of {name!r} must hold (sparsity, metric) pairs, got {point!r}")
-        sparsity = validate_sparsity(point[0], f"a sparsity in the curve of {name!r}")
+        sparsity = check_sparsity(point[0], f"a sparsity in the curve of {name!r}")
         curve.append((sparsity, _finite(point[1], f"a metric in the curve of {name!r}")))
     if any(b[0] <= a[0] for a, b in pairwise(curve)):
         raise ValueError(f"the curve of {name!r} must have strictly increasing sparsities, got {[p[0] for p in curve]}")

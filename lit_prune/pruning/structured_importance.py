@@ -12,7 +12,7 @@ different scale compete on relative importance; ``False``, the default, is netwo
 single global threshold); ``scope="layer"`` removes the same fraction from every group. A cap,
 ``max_group_fraction`` (default 0.9), bounds what any one group loses, and every group keeps at
 least one unit. :func:`select_channels` targets a fraction of units;
-:func:`select_channels_for_param_fraction` targets a fraction of the model's *parameters*.
+:func:`select_channels_for_removed_fraction` targets a fraction of the model's *parameters*.
 Ties are broken by position (earlier group, then lower index, goes first).
 """
 
@@ -29,11 +29,14 @@ from lit_prune.pruning.channel_groups import StructuredGroup
 from lit_prune.pruning.group_scores import check_groups
 from lit_prune.pruning.score_registry import get_score
 from lit_prune.pruning.selection import SCOPES
+from lit_prune.validation import check_choice, check_fraction
+
+_EVERYTHING = "1 would remove everything"
 
 __all__ = [
     "removed_parameter_fraction",
     "select_channels",
-    "select_channels_for_param_fraction",
+    "select_channels_for_removed_fraction",
     "structured_importance",
 ]
 
@@ -66,20 +69,20 @@ def structured_importance(
 
 def select_channels(
     scores: Mapping[str, Tensor],
-    ratio: float,
+    channel_fraction: float,
     scope: str = "global",
     normalize: bool = False,
     max_group_fraction: float = 0.9,
 ) -> dict[str, list[int]]:
-    """Chooses the units to keep so that a fraction ``ratio`` of all units is removed.
+    """Chooses the units to keep so that a fraction ``channel_fraction`` of all units is removed.
 
-    With ``scope="global"`` exactly ``round(ratio * total units)`` units go, the lowest-scoring
+    With ``scope="global"`` exactly ``round(channel_fraction * total units)`` units go, the lowest-scoring
     ones among those the cap allows. With ``scope="layer"`` each group loses
-    ``round(ratio * size)`` units, clipped by the cap and the keep-one rule.
+    ``round(channel_fraction * size)`` units, clipped by the cap and the keep-one rule.
 
     Args:
         scores: Group name to 1-D unit scores (e.g. from :func:`structured_importance`).
-        ratio: Fraction of units to remove, in ``[0, 1)``.
+        channel_fraction: Fraction of units to remove, in ``[0, 1)``.
         scope: One of :data:`~lit_prune.pruning.selection.SCOPES`.
         normalize: For ``scope="global"``, divide each group's scores by their mean first.
         max_group_fraction: Largest fraction of any one group's units that may go, in ``(0, 1]``
@@ -90,44 +93,44 @@ def select_channels(
 
     Raises:
         TypeError: If an argument has the wrong type.
-        ValueError: If ``ratio`` is outside ``[0, 1)``, ``max_group_fraction`` outside
-            ``(0, 1]``, ``scope`` unknown, a score is NaN, a global ``ratio`` exceeds what the
-            cap allows, or a layer-wise ``ratio`` exceeds ``max_group_fraction``.
+        ValueError: If ``channel_fraction`` is outside ``[0, 1)``, ``max_group_fraction`` outside
+            ``(0, 1]``, ``scope`` unknown, a score is NaN, a global ``channel_fraction`` exceeds what the
+            cap allows, or a layer-wise ``channel_fraction`` exceeds ``max_group_fraction``.
     """
-    ratio = _check_fraction(ratio, "ratio", allow_zero=True)
+    channel_fraction = check_fraction(channel_fraction, "channel_fraction", meaning=_EVERYTHING)
     scores = _check_scores(scores)
-    scope = _check_scope(scope)
+    scope = check_choice(scope, "scope", SCOPES)
     caps = _caps(scores, max_group_fraction)
     if scope == "global":
         order = _removal_order(scores, caps, normalize)
         total = sum(len(values) for values in scores.values())
-        wanted = round(ratio * total)
+        wanted = round(channel_fraction * total)
         if wanted > len(order):
             raise ValueError(
-                f"cannot remove {wanted} of {total} units (ratio {ratio}) with "
+                f"cannot remove {wanted} of {total} units (channel_fraction {channel_fraction}) with "
                 f"max_group_fraction={max_group_fraction}: at most {len(order)} may go; lower the "
-                "ratio or raise max_group_fraction"
+                "channel_fraction or raise max_group_fraction"
             )
         return _keep_from_order(scores, order[:wanted])
-    if ratio > max_group_fraction:
+    if channel_fraction > max_group_fraction:
         raise ValueError(
-            f"ratio {ratio} exceeds max_group_fraction {max_group_fraction}; with scope='layer' every "
-            "group loses the same fraction, so ratio must be at most the cap"
+            f"channel_fraction {channel_fraction} exceeds max_group_fraction {max_group_fraction}; with scope='layer' every "
+            "group loses the same fraction, so channel_fraction must be at most the cap"
         )
-    counts = {name: min(round(ratio * len(values)), caps[name]) for name, values in scores.items()}
+    counts = {name: min(round(channel_fraction * len(values)), caps[name]) for name, values in scores.items()}
     return _keep_lowest_removed(scores, counts)
 
 
-def select_channels_for_param_fraction(
+def select_channels_for_removed_fraction(
     model: nn.Module,
     groups: Mapping[str, StructuredGroup],
     scores: Mapping[str, Tensor],
-    param_fraction: float,
+    removed_fraction: float,
     scope: str = "global",
     normalize: bool = False,
     max_group_fraction: float = 0.9,
 ) -> dict[str, list[int]]:
-    """Chooses the units to keep so that at least ``param_fraction`` of the parameters go.
+    """Chooses the units to keep so that at least ``removed_fraction`` of the parameters go.
 
     The parameter count is that of the whole model (``model.parameters()``, buffers excluded)
     and is predicted exactly from the shapes, including the interaction of groups that shrink
@@ -140,7 +143,7 @@ def select_channels_for_param_fraction(
         model: The network, at the widths ``groups`` describe.
         groups: Group name to group; only groups named in ``scores`` are pruned.
         scores: Group name to 1-D unit scores (e.g. from :func:`structured_importance`).
-        param_fraction: Fraction of the model's parameters to remove, in ``(0, 1)``.
+        removed_fraction: Fraction of the model's parameters to remove, in ``(0, 1)``.
         scope: One of :data:`~lit_prune.pruning.selection.SCOPES`.
         normalize: For ``scope="global"``, divide each group's scores by their mean first.
         max_group_fraction: Largest fraction of any one group's units that may go, in ``(0, 1]``.
@@ -150,13 +153,13 @@ def select_channels_for_param_fraction(
 
     Raises:
         TypeError: If an argument has the wrong type.
-        ValueError: If ``param_fraction`` is outside ``(0, 1)``, a score names no group or has
+        ValueError: If ``removed_fraction`` is outside ``(0, 1)``, a score names no group or has
             the wrong length, ``scope`` is unknown, or the target cannot be reached within the
             cap (the message gives the largest reachable fraction).
     """
-    param_fraction = _check_fraction(param_fraction, "param_fraction", allow_zero=False)
+    removed_fraction = check_fraction(removed_fraction, "removed_fraction", zero=False, meaning=_EVERYTHING)
     scores = _check_scores(scores)
-    scope = _check_scope(scope)
+    scope = check_choice(scope, "scope", SCOPES)
     check_groups(groups)
     _check_scores_match(scores, groups)
     caps = _caps(scores, max_group_fraction)
@@ -164,9 +167,9 @@ def select_channels_for_param_fraction(
 
     if scope == "global":
         order = _removal_order(scores, caps, normalize)
-        _check_reachable(counter, _prefix_counts(scores, order), param_fraction, max_group_fraction)
+        _check_reachable(counter, _prefix_counts(scores, order), removed_fraction, max_group_fraction)
         length = _smallest_reaching(
-            len(order), lambda n: counter.removed_fraction(_prefix_counts(scores, order[:n])) >= param_fraction
+            len(order), lambda n: counter.removed_fraction(_prefix_counts(scores, order[:n])) >= removed_fraction
         )
         return _keep_from_order(scores, order[:length])
 
@@ -175,9 +178,9 @@ def select_channels_for_param_fraction(
     def counts_at(fraction: float) -> dict[str, int]:
         return {name: min(math.floor(fraction * len(values) + 1e-9), caps[name]) for name, values in scores.items()}
 
-    _check_reachable(counter, counts_at(fractions[-1]), param_fraction, max_group_fraction)
+    _check_reachable(counter, counts_at(fractions[-1]), removed_fraction, max_group_fraction)
     step = _smallest_reaching(
-        len(fractions) - 1, lambda i: counter.removed_fraction(counts_at(fractions[i])) >= param_fraction
+        len(fractions) - 1, lambda i: counter.removed_fraction(counts_at(fractions[i])) >= removed_fraction
     )
     return _keep_lowest_removed(scores, counts_at(fractions[step]))
 
@@ -234,23 +237,6 @@ class _ParameterCounter:
                 size *= extent
             remaining += size
         return 1.0 - remaining / self.total
-
-
-def _check_fraction(value: float, name: str, allow_zero: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    low_ok = value >= 0.0 if allow_zero else value > 0.0
-    if not (low_ok and value < 1.0):
-        interval = "[0, 1)" if allow_zero else "(0, 1)"
-        raise ValueError(f"{name} must be in {interval} (1.0 would remove everything), got {value}")
-    return value
-
-
-def _check_scope(scope: str) -> str:
-    if scope not in SCOPES:
-        raise ValueError(f"unknown selection scope {scope!r}; allowed: {list(SCOPES)}")
-    return scope
 
 
 def _check_scores(scores: Mapping[str, Tensor]) -> dict[str, Tensor]:

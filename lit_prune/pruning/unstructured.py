@@ -26,8 +26,8 @@ from lit_prune.pruning.selection import (
     global_prune_mask,
     iterative_prune_mask,
     layerwise_prune_mask,
-    validate_sparsity,
 )
+from lit_prune.validation import check_sparsity
 
 __all__ = ["UnstructuredPruner", "check_scope", "layer_targets_at_progress", "restrict_mask"]
 
@@ -79,7 +79,7 @@ def layer_targets_at_progress(final: Mapping[str, float], progress: float) -> di
     """
     if not 0.0 <= progress <= 1.0:
         raise ValueError(f"progress must be in [0, 1], got {progress}")
-    return {name: 1.0 - (1.0 - validate_sparsity(t, f"sparsity of {name!r}")) ** progress for name, t in final.items()}
+    return {name: 1.0 - (1.0 - check_sparsity(t, f"sparsity of {name!r}")) ** progress for name, t in final.items()}
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ class UnstructuredPruner:
                 )
             if not self.layer_sparsity:
                 raise ValueError("layer_sparsity must name at least one pattern, or be left out")
-            layers = {str(k): validate_sparsity(v, f"layer_sparsity[{k!r}]") for k, v in self.layer_sparsity.items()}
+            layers = {str(k): check_sparsity(v, f"layer_sparsity[{k!r}]") for k, v in self.layer_sparsity.items()}
             object.__setattr__(self, "_final_layers", layers)
 
     @property
