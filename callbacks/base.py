@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -26,7 +26,7 @@ from typing_extensions import override
 from callbacks.batches import model_batches, required_loader
 from callbacks.evaluation import evaluate_on_validation
 from lit_prune.atomic_files import atomic_write
-from lit_prune.errors import UserTypeError
+from lit_prune.errors import UserError, UserTypeError
 from lit_prune.module import ImageClassifier
 from lit_prune.renamed_options import refuse_renamed_options
 from lit_prune.validation import check_int
@@ -130,6 +130,28 @@ class PruningCallback(Callback, ABC):
                 f"got {type(pl_module).__name__}"
             )
         return pl_module
+
+    def check_epochs_before_end(self, trainer: Trainer, epochs: Iterable[int | None], option: str, reason: str) -> None:
+        """Refuses epochs the run never starts: this callback acts at the start of each, so each must be < max_epochs.
+
+        Args:
+            trainer: The trainer about to fit (an unbounded ``max_epochs`` accepts every epoch).
+            epochs: The epochs the callback would act at (``None`` entries are ignored).
+            option: The option the epochs come from, as the user writes it.
+            reason: What happens at those epochs and after, for the message.
+
+        Raises:
+            UserError: If an epoch is at or after ``trainer.max_epochs``.
+        """
+        max_epochs = trainer.max_epochs
+        if max_epochs is None or max_epochs < 0:
+            return
+        late = sorted({epoch for epoch in epochs if epoch is not None and epoch >= max_epochs})
+        if late:
+            raise UserError(
+                f"{type(self).__name__}: {option} puts epoch{'s' if len(late) > 1 else ''} {late} at or after "
+                f"trainer.max_epochs={max_epochs}; {reason}, so each must be < max_epochs"
+            )
 
     def measure_stage(self, trainer: Trainer, pl_module: ImageClassifier) -> dict[str, Any]:
         """What every stage of this callback records: validation loss, top-1 and top-5 now.

@@ -123,14 +123,10 @@ class MagnitudePruning(MaskPruningCallback):
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        if stage != "fit" or trainer.max_epochs is None or trainer.max_epochs < 0:
-            return
-        late = [epoch for epoch, _, _ in self.plan if epoch >= trainer.max_epochs]
-        if late:
-            raise ValueError(
-                f"MagnitudePruning would prune at epochs {late}, but trainer.max_epochs is {trainer.max_epochs}: "
-                f"pruning happens at the start of an epoch, so every step must be < max_epochs "
-                f"(planned epochs: {[epoch for epoch, _, _ in self.plan]})"
+        if stage == "fit":
+            planned = [epoch for epoch, _, _ in self.plan]
+            self.check_epochs_before_end(
+                trainer, planned, "the schedule", f"pruning happens at the start of an epoch (planned: {planned})"
             )
 
     @override

@@ -172,10 +172,9 @@ class ChannelRegressionPruning(PruningCallback):
         else:
             assert self.channel_fraction is not None
             self.layer_ratios = resolve_channel_ratios(network, self.channel_fraction)
-        if stage == "fit" and trainer.max_epochs is not None and 0 <= trainer.max_epochs <= self.start_epoch:
-            raise ValueError(
-                f"ChannelRegressionPruning prunes at the start of epoch {self.start_epoch}, but trainer.max_epochs "
-                f"is {trainer.max_epochs}: start_epoch must be < max_epochs (the epochs after it fine-tune)"
+        if stage == "fit":
+            self.check_epochs_before_end(
+                trainer, [self.start_epoch], "start_epoch", "it prunes at its start and the epochs after it fine-tune"
             )
 
     @override

@@ -235,19 +235,12 @@ class SaliencyPruning(MaskPruningCallback):
                 "SaliencyPruning has val_top1 triggers but validation is disabled (limit_val_batches=0); "
                 "enable validation or use epoch triggers"
             )
-        if trainer.max_epochs is None or trainer.max_epochs < 0:
-            return
-        late = [
-            epoch
-            for s in self.stages
-            for epoch in (s.value if s.trigger == "epoch" else None, s.latest_epoch)
-            if epoch is not None and epoch >= trainer.max_epochs
+        stage_epochs = [
+            epoch for s in self.stages for epoch in (s.value if s.trigger == "epoch" else None, s.latest_epoch)
         ]
-        if late:
-            raise ValueError(
-                f"SaliencyPruning has stages at epochs {late}, but trainer.max_epochs is {trainer.max_epochs}: "
-                "epoch triggers and latest_epoch fire at the start of an epoch, so they must be < max_epochs"
-            )
+        self.check_epochs_before_end(
+            trainer, stage_epochs, "stages", "epoch triggers and latest_epoch fire at the start of an epoch"
+        )
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

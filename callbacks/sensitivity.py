@@ -131,11 +131,8 @@ class SensitivityAnalysis(MaskPruningCallback):
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        if stage == "fit" and trainer.max_epochs is not None and 0 <= trainer.max_epochs <= self.at_epoch:
-            raise ValueError(
-                f"SensitivityAnalysis prunes at the start of epoch {self.at_epoch}, but trainer.max_epochs is "
-                f"{trainer.max_epochs}; at_epoch must be < max_epochs"
-            )
+        if stage == "fit":
+            self.check_epochs_before_end(trainer, [self.at_epoch], "at_epoch", "it prunes at the start of that epoch")
 
     @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
