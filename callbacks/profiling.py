@@ -26,6 +26,7 @@ from lit_prune.report import (
     measure_profile,
     write_report,
 )
+from lit_prune.report.measurement import sparse_inference_mode
 from lit_prune.report.plots import write_plots
 from lit_prune.report.reduction import reduction_section
 from lit_prune.report.runs import load_runs
@@ -74,8 +75,13 @@ class ProfilingCallback(Callback):
         energy_repeats: Batches inside the energy measurement window.
         train_accuracy: Evaluate top-1/top-5 on the training set too (a pass over it, or over
             ``max_eval_batches`` batches of it).
-        sparse_inference: Also measure latency, memory and energy of the sparse-weight copy of a
-            masked model (``lit_prune.pruning.sparse_export.to_sparse_inference``).
+        sparse_inference: Also measure latency, memory and energy of a sparse copy of the model:
+            ``true`` or ``csr`` the sparse-weight copy of a masked model with CSR linear weights
+            (``lit_prune.pruning.sparse_export.to_sparse_inference``), ``coo`` the same with COO
+            linear weights, ``semi_structured`` the 2:4-sparse linear layers on a CUDA GPU's sparse
+            tensor cores in float16 against the dense network in float16
+            (``lit_prune.pruning.semi_structured``; on a CPU the report's note says "needs CUDA"
+            and gives no figure); ``false`` measures none.
         max_eval_batches: Batches evaluated per split; ``None`` uses the trainer's integer
             ``limit_test_batches`` or, if that is a fraction, every batch.
         device: Device to profile on, e.g. ``"cpu"`` to measure CPU inference after GPU
@@ -94,7 +100,7 @@ class ProfilingCallback(Callback):
         latency_repeats: int = 10,
         energy_repeats: int = 10,
         train_accuracy: bool = True,
-        sparse_inference: bool = False,
+        sparse_inference: bool | str = False,
         max_eval_batches: int | None = None,
         device: str | None = None,
     ) -> None:
@@ -104,7 +110,7 @@ class ProfilingCallback(Callback):
         check_int(energy_repeats, "energy_repeats", 1)
         check_int(max_eval_batches, "max_eval_batches", 1, optional=True)
         check_bool(train_accuracy, "train_accuracy")
-        check_bool(sparse_inference, "sparse_inference")
+        sparse_inference_mode(sparse_inference)
         if device is not None:
             try:
                 torch.device(device)

@@ -176,7 +176,9 @@ def _profile(profile: Mapping[str, Any]) -> list[str]:
     ]
     lines += [f"| {label} | {dense} | {sparse_cell} |" for label, dense, sparse_cell in rows]
     lines += ["", f"Energy: {profile['energy_note']}"]
-    if sparse:
+    if sparse and sparse.get("latency_ms") is None:
+        lines += ["", f"Sparse inference ({sparse.get('mode', 'csr')}): {sparse.get('note', '')}."]
+    elif sparse:
         lines += [
             "",
             f"Sparse inference: {sparse.get('note', '')} Largest logit difference to the dense model: "

@@ -2,8 +2,11 @@
 
 Latency, memory, energy, MACs and serialised size come from :mod:`lit_prune.profiling`; with
 sparse inference the same measurements run on the sparse-weight copy of a masked network
-(:func:`lit_prune.pruning.sparse_export.to_sparse_inference`). A measurement that fails is
-``None`` with the error in the section's ``notes``, so the others are not lost.
+(:func:`lit_prune.pruning.sparse_export.to_sparse_inference`, CSR or COO linear layers) or, with
+``semi_structured``, on a copy whose 2:4 linear layers use NVIDIA's sparse tensor cores
+(:mod:`lit_prune.pruning.semi_structured`, CUDA only: elsewhere the section says "needs CUDA" and
+has no figures). A measurement that fails is ``None`` with the error in the section's ``notes``,
+so the others are not lost.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lit_prune.errors import UserError
 from lit_prune.profiling import (
     count_macs,
     measure_energy,
@@ -23,9 +27,42 @@ from lit_prune.profiling import (
     measure_size,
 )
 from lit_prune.pruning.parameters import PRUNABLE_LAYER_TYPES
+from lit_prune.pruning.semi_structured import (
+    masked_copy,
+    semi_structured_plan,
+    semi_structured_unsupported,
+    to_semi_structured,
+)
 from lit_prune.pruning.sparse_export import to_sparse_inference
 
-__all__ = ["accuracy_section", "measure_profile", "sparsity_summary"]
+__all__ = ["SPARSE_INFERENCE_MODES", "accuracy_section", "measure_profile", "sparse_inference_mode", "sparsity_summary"]
+
+SPARSE_INFERENCE_MODES = ("csr", "coo", "semi_structured")
+"""What ``sparse_inference`` may measure besides nothing (``false``); ``true`` means ``csr``."""
+
+_SEMI_STRUCTURED_DTYPE = torch.float16
+_SEMI_STRUCTURED_FIGURES = ("latency_ms", "peak_memory_mb", "avg_memory_mb", "energy_mj", "max_abs_logit_difference")
+
+
+def sparse_inference_mode(value: bool | str | None) -> str | None:
+    """Reads the ``sparse_inference`` option: None for no sparse measurement, else one of the modes.
+
+    ``true`` keeps its old meaning, ``csr`` (linear layers multiply sparse CSR weights, convolutions
+    densify theirs); ``coo`` is the same with COO linear weights; ``semi_structured`` converts the
+    2:4-sparse linear layers for the sparse tensor cores of a CUDA GPU.
+
+    Raises:
+        UserError: If the value is none of ``false``, ``true``, ``csr``, ``coo``, ``semi_structured``.
+    """
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "csr"
+    if isinstance(value, str) and value in SPARSE_INFERENCE_MODES:
+        return value
+    raise UserError(
+        f"sparse_inference must be false, true (the same as csr), {', '.join(SPARSE_INFERENCE_MODES)}; got {value!r}"
+    )
 
 
 def sparsity_summary(network: nn.Module, mask: Mapping[str, Tensor] | None) -> dict[str, Any]:
@@ -110,7 +147,7 @@ def measure_profile(
     warmup: int = 3,
     repeats: int = 10,
     energy_repeats: int = 10,
-    sparse_inference: bool = False,
+    sparse_inference: bool | str = False,
 ) -> dict[str, Any]:
     """Measures the ``profile`` section of a report on the network's own device.
 
@@ -121,7 +158,10 @@ def measure_profile(
     latency, memory and energy are measured on ``to_sparse_inference(network, mask)`` (sparse
     CSR linear layers; convolutions densify their weight at each call because PyTorch has no
     sparse convolution), which shows what unstructured sparsity does and does not buy on stock
-    kernels.
+    kernels. ``sparse_inference="coo"`` uses COO linear weights instead of CSR;
+    ``"semi_structured"`` measures the 2:4 linear layers on sparse tensor cores in float16 against
+    the same network dense in float16 (see :func:`_measure_semi_structured`; on a CPU only the note
+    "needs CUDA" and which layers would be converted).
 
     A measurement that raises is reported as ``None`` with the error in ``notes`` (and a
     warning), so a failing measurement at the end of a long run does not lose the others.
@@ -133,13 +173,15 @@ def measure_profile(
         warmup: Untimed batches before the latency measurement.
         repeats: Timed batches of the latency measurement.
         energy_repeats: Batches inside the energy window.
-        sparse_inference: Whether to measure the sparse-inference copy too.
+        sparse_inference: ``False``, ``True`` (= ``"csr"``), ``"csr"``, ``"coo"`` or
+            ``"semi_structured"``: which sparse-inference copy to measure too.
 
     Returns:
         The section (keys in :data:`lit_prune.report.schema.PROFILE_KEYS` plus ``energy_note``, ``device``,
         ``batch_size``, ``notes`` and details such as ``latency_min_ms``), with
         ``sparse_inference`` a dictionary of its measurements or ``None``.
     """
+    mode = sparse_inference_mode(sparse_inference)
     notes: dict[str, str] = {}
     latency = _attempt(notes, "latency_ms", lambda: measure_latency(network, inputs, warmup, repeats))
     memory = _attempt(notes, "peak_memory_mb", lambda: measure_memory(network, inputs))
@@ -175,15 +217,19 @@ def measure_profile(
         "input_shape": list(inputs.shape[1:]),
         "notes": notes,
     }
-    if not sparse_inference:
+    if mode is None:
         profile["sparse_inference"] = None
-        notes["sparse_inference"] = "not requested (set sparse_inference: true to measure it)"
+        notes["sparse_inference"] = "not requested (set sparse_inference: true, coo or semi_structured to measure it)"
+    elif mode == "semi_structured":
+        profile["sparse_inference"] = _measure_semi_structured(network, inputs, mask, warmup, repeats, energy_repeats)
+        if profile["sparse_inference"]["latency_ms"] is None:
+            notes["sparse_inference"] = profile["sparse_inference"]["note"]
     elif mask is None:
         profile["sparse_inference"] = None
         notes["sparse_inference"] = "requested, but the model has no pruning mask to run sparse"
     else:
         profile["sparse_inference"] = _measure_sparse_inference(
-            network, inputs, mask, warmup, repeats, energy_repeats, profile["latency_ms"]
+            network, inputs, mask, warmup, repeats, energy_repeats, profile["latency_ms"], mode
         )
     return profile
 
@@ -218,9 +264,10 @@ def _measure_sparse_inference(
     repeats: int,
     energy_repeats: int,
     dense_latency_ms: float | None,
+    linear_layout: str = "csr",
 ) -> dict[str, Any] | None:
     notes: dict[str, str] = {}
-    sparse_model = _attempt(notes, "model", lambda: to_sparse_inference(network, mask))
+    sparse_model = _attempt(notes, "model", lambda: to_sparse_inference(network, mask, linear_layout))
     if sparse_model is None:
         return {"note": "the sparse-inference copy could not be built", "notes": notes}
     latency = _attempt(notes, "latency_ms", lambda: measure_latency(sparse_model, inputs, warmup, repeats))
@@ -242,14 +289,90 @@ def _measure_sparse_inference(
         "energy_note": energy.note if energy is not None else notes["energy_mj"],
         "max_abs_logit_difference": difference,
         "sparse_layers": list(sparse_model.sparse_layers),
-        "linear_layout": "csr",
+        "mode": linear_layout,
+        "linear_layout": linear_layout,
         "note": (
-            "masked linear layers multiply with sparse CSR weights (torch.sparse.mm); masked "
+            f"masked linear layers multiply with sparse {linear_layout.upper()} weights (torch.sparse.mm); masked "
             "convolutions keep sparse weights but densify them at every call, since PyTorch has no "
             "sparse convolution kernel."
         ),
         "notes": notes,
     }
+
+
+def _measure_semi_structured(
+    network: nn.Module,
+    inputs: Tensor,
+    mask: Mapping[str, Tensor] | None,
+    warmup: int,
+    repeats: int,
+    energy_repeats: int,
+) -> dict[str, Any]:
+    """Latency, memory and energy of the 2:4 semi-structured copy against the dense copy, both in float16.
+
+    Where the device cannot run the kernels (any CPU) or no linear layer is eligible, every figure
+    is ``None`` and ``note`` says why; ``plan`` still lists the layers that would be converted.
+    """
+    notes: dict[str, str] = {}
+    dtype = _SEMI_STRUCTURED_DTYPE
+    plan = _attempt(notes, "plan", lambda: semi_structured_plan(network, mask, dtype))
+    section: dict[str, Any] = dict.fromkeys(_SEMI_STRUCTURED_FIGURES)
+    section.update(
+        mode="semi_structured",
+        dtype=str(dtype).removeprefix("torch."),
+        latency_min_ms=None,
+        latency_max_ms=None,
+        latency_ratio_vs_dense=None,
+        dense_latency_ms=None,
+        sparse_layers=[],
+        plan=None if plan is None else plan.to_dict(),
+        notes=notes,
+    )
+    reason = semi_structured_unsupported(inputs.device)
+    if reason is None and plan is None:
+        reason = "the layers to convert could not be chosen (see notes.plan)"
+    elif reason is None and not plan.eligible:
+        reason = "no linear layer is 2:4 sparse with a shape the kernels take (see plan.left_out)"
+    converted = None if reason is not None else _attempt(notes, "model", lambda: to_semi_structured(network, mask))
+    if reason is None and converted is None:
+        reason = "the semi-structured copy could not be built (see notes.model)"
+    if reason is not None:
+        notes.update(dict.fromkeys(_SEMI_STRUCTURED_FIGURES, reason))
+        return {**section, "note": reason, "energy_note": reason}
+    sparse_model, plan = converted
+    dense_model = masked_copy(network, mask, dtype)
+    half_inputs = inputs.to(dtype)
+    dense = _attempt(notes, "dense_latency_ms", lambda: measure_latency(dense_model, half_inputs, warmup, repeats))
+    latency = _attempt(notes, "latency_ms", lambda: measure_latency(sparse_model, half_inputs, warmup, repeats))
+    memory = _attempt(notes, "peak_memory_mb", lambda: measure_memory(sparse_model, half_inputs))
+    energy = _attempt(notes, "energy_mj", lambda: measure_energy(sparse_model, half_inputs, energy_repeats))
+    difference = _attempt(
+        notes, "max_abs_logit_difference", lambda: _max_difference(dense_model, sparse_model, half_inputs)
+    )
+    if "peak_memory_mb" in notes:
+        notes["avg_memory_mb"] = notes["peak_memory_mb"]
+    latency_ms = None if latency is None else latency.median_ms
+    dense_ms = None if dense is None else dense.median_ms
+    section.update(
+        latency_ms=latency_ms,
+        latency_min_ms=None if latency is None else latency.min_ms,
+        latency_max_ms=None if latency is None else latency.max_ms,
+        dense_latency_ms=dense_ms,
+        latency_ratio_vs_dense=None if latency_ms is None or not dense_ms else latency_ms / dense_ms,
+        peak_memory_mb=None if memory is None else memory.peak_mb,
+        avg_memory_mb=None if memory is None else memory.avg_mb,
+        energy_mj=None if energy is None else energy.energy_mj,
+        energy_note=energy.note if energy is not None else notes["energy_mj"],
+        max_abs_logit_difference=difference,
+        sparse_layers=list(plan.eligible),
+        plan=plan.to_dict(),
+        note=(
+            f"{len(plan.eligible)} linear layers hold 2:4 semi-structured float16 weights ({plan.backend}, "
+            "torch.sparse.to_sparse_semi_structured); compared with the same network dense in float16; "
+            "convolutions and the other layers stay dense."
+        ),
+    )
+    return section
 
 
 def _max_difference(network: nn.Module, sparse_model: nn.Module, inputs: Tensor) -> float:
