@@ -92,6 +92,7 @@ def test_only_files_that_name_bases_are_expanded(tmp_path: Path) -> None:
 
 
 def test_every_experiment_names_its_bases_and_every_base_is_used() -> None:
+    """The quickstart alone is written out whole: it is the one file a new user reads first."""
     named: set[Path] = set()
     for config in EXPERIMENTS:
         bases = yaml.safe_load(config.read_text()).get("bases")
