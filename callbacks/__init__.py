@@ -7,6 +7,7 @@ from callbacks.magnitude_pruning import MagnitudePruning
 from callbacks.network_slimming import NetworkSlimming
 from callbacks.profiling import ProfilingCallback
 from callbacks.regression_pruning import ChannelRegressionPruning
+from callbacks.robustness import RobustnessEvaluation
 from callbacks.saliency_pruning import SaliencyPruning
 from callbacks.sensitivity import SensitivityAnalysis
 from callbacks.sparse_export import SparseExport
@@ -20,6 +21,7 @@ __all__ = [
     "MagnitudePruning",
     "NetworkSlimming",
     "ProfilingCallback",
+    "RobustnessEvaluation",
     "SaliencyPruning",
     "SensitivityAnalysis",
     "SparseExport",

@@ -228,6 +228,7 @@ class ProfilingCallback(Callback):
                 **_trained_until(trainer, pl_module),
                 "checkpoint": trainer.ckpt_path,
                 "validated_on_test": bool(getattr(datamodule, "validates_on_test", False)),
+                **_callback_sections(trainer),
             },
         )
         self._log(trainer, report)
@@ -389,6 +390,21 @@ def _on_device(network: nn.Module, device: torch.device) -> nn.Module:
     if current == device or (current.type == device.type and device.index is None):
         return network
     return copy.deepcopy(network).to(device)
+
+
+def _callback_sections(trainer: Trainer) -> dict[str, Any]:
+    """The report sections the trainer's other callbacks add (their ``report_sections()``, e.g. ``robustness``).
+
+    A callback that measures something for the report does so in an earlier hook on every rank
+    (``on_train_end``, ``on_test_epoch_end``) and returns the result here, so the order of the
+    callbacks does not matter.
+    """
+    sections: dict[str, Any] = {}
+    for callback in trainer.callbacks:
+        report_sections = getattr(callback, "report_sections", None)
+        if callable(report_sections):
+            sections.update(report_sections())
+    return sections
 
 
 def _describe_method(trainer: Trainer, pl_module: LightningModule) -> str:

@@ -19,6 +19,7 @@ from lit_prune.pruning import MaskEnforcer, PruningMask
 from lit_prune.pruning.channel_surgery import shrink_groups_
 from lit_prune.pruning.parameters import parameter_count
 from lit_prune.pruning.surgery_history import check_history, remap_mask, replay_history
+from lit_prune.robustness import AdversarialTraining, normalization_of
 from lit_prune.validation import check_bool
 
 __all__ = ["ImageClassifier"]
@@ -106,6 +107,13 @@ class ImageClassifier(LightningModule):
             minute per graph (training and evaluation each need one) and gains little (see
             ``benchmarks/README.md``).
         channels_last: Train and evaluate in the channels-last memory format.
+        adversarial_training: Train on adversarial examples made in pixel space
+            (``lit_prune.robustness.training``): ``{method: pgd}`` (Madry et al. 2018) or
+            ``{method: fgsm_rs}`` (Wong et al. 2020), with ``epsilon`` (``8/255``), ``step_size``,
+            ``steps``, ``start_epoch``, and for validation ``val_steps`` and ``val_batches``: the
+            first ``val_batches`` validation batches of every epoch are also attacked with PGD and
+            logged as ``val/pgd_top1`` beside the clean ``val/top1``; ``train/top1`` is then the
+            accuracy on the adversarial training batches. None (default) trains naturally.
 
     Raises:
         ValueError: If an argument is out of range.
@@ -122,6 +130,7 @@ class ImageClassifier(LightningModule):
         lr_scheduler_interval: str = "epoch",
         compile: bool | dict[str, Any] = False,
         channels_last: bool = False,
+        adversarial_training: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         compile_options = _compile_options(compile)
@@ -150,6 +159,8 @@ class ImageClassifier(LightningModule):
         self.channels_last = channels_last
         self._compiled_network: nn.Module | None = None
         self._apply_memory_format()
+        self.adversarial_training = AdversarialTraining.from_options(adversarial_training)
+        self._pixel_normalization: tuple[Tensor, Tensor] | None = None
         self.topk = (1, 5) if num_classes >= 5 else (1,)
         self.metrics = nn.ModuleDict(
             {
@@ -158,6 +169,8 @@ class ImageClassifier(LightningModule):
                 for k in self.topk
             }
         )
+        if self.adversarial_training is not None:
+            self.metrics["val_pgd_top1"] = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.pruning_mask: PruningMask | None = None
         self.pruning_stages: list[dict[str, Any]] = []
         self.surgery_history: list[dict[str, Any]] = []
@@ -213,10 +226,41 @@ class ImageClassifier(LightningModule):
         return loss
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        adversary = self.adversarial_training
+        if adversary is not None and adversary.active(self.current_epoch):
+            images, labels = batch
+            mean, std = self._normalization_on(images.device)
+            seed = hash((adversary.seed, self.global_step, self.global_rank)) % (2**63)
+            batch = (adversary.training_batch(self.network, images, labels, mean, std, seed), labels)
         return self._shared_step(batch, "train")
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "val")
+        loss = self._shared_step(batch, "val")
+        adversary = self.adversarial_training
+        if adversary is not None and batch_idx < adversary.val_batches:
+            images, labels = batch
+            mean, std = self._normalization_on(images.device)
+            seed = hash((adversary.seed, -1, self.current_epoch, batch_idx, self.global_rank)) % (2**63)
+            adversarial = adversary.validation_batch(self.network, images, labels, mean, std, seed)
+            metric = self.metrics["val_pgd_top1"]
+            metric.update(self(adversarial).detach(), labels)
+            self.log("val/pgd_top1", metric, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def setup(self, stage: str) -> None:
+        if self.adversarial_training is not None and stage in ("fit", "validate"):
+            mean, std = normalization_of(self.trainer.datamodule, "adversarial_training")
+            self._pixel_normalization = (torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1))
+
+    def _normalization_on(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """The data's mean and std (``1 x C x 1 x 1``) on ``device``, for attacks in pixel space."""
+        if self._pixel_normalization is None:
+            raise RuntimeError("adversarial_training needs the data's normalisation, read in setup() from the trainer")
+        mean, std = self._pixel_normalization
+        if mean.device != device:
+            mean, std = mean.to(device), std.to(device)
+            self._pixel_normalization = (mean, std)
+        return mean, std
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self._shared_step(batch, "test")

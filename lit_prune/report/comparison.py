@@ -8,6 +8,11 @@ writes. The command writes into ``--output`` (the current directory by default):
   physically, zeroed and overall, MACs and the theoretical speed-up. "Measured cost": size dense
   and sparse, latency and the measured speed-up, memory, energy. The vocabulary is the same for
   every method (:mod:`lit_prune.report.reduction`).
+* with runs that measured robustness (``callbacks.robustness.RobustnessEvaluation``), a
+  "Robustness" table (clean, FGSM and PGD top-1, the budget, how the model was trained) and, for
+  runs that followed robust validation accuracy through rounds, "Robust convergence per round":
+  one row per run and round with the epochs it took to reach the target and the final value, so
+  boosting tickets and natural tickets trained adversarially are read off one table.
 * ``accuracy_vs_epoch.png``, ``loss_vs_epoch.png`` and ``accuracy_vs_sparsity.png`` (test top-1
   against the overall parameter reduction), see :mod:`lit_prune.report.plots`.
 * ``statistics.md`` and the mean plots: runs that differ only in their seed (a sweep's runs, or
@@ -41,6 +46,7 @@ from lit_prune.report.formatting import (
 from lit_prune.report.plots import write_plots
 from lit_prune.report.runs import Run, find_baseline, load_runs
 from lit_prune.report.stats import write_statistics
+from lit_prune.robustness.attacks import format_pixels
 
 __all__ = ["COMPARISON_MD", "compare_runs", "comparison_markdown", "main", "row_figures"]
 
@@ -153,6 +159,7 @@ def comparison_markdown(runs: Sequence[Run], plots: Sequence[Path] = ()) -> str:
         "report.md says why).",
     ]
     lines += [_FOOTNOTES[mark] for mark in (_OWN, _OTHER_DEVICE, _OLD_REPORT) if mark in marks]
+    lines += _robustness_lines(runs)
     lines += ["", "## Run directories", ""]
     lines += [f"- {run.label}: `{run.path}`" for run in runs]
     if plots:
@@ -282,6 +289,72 @@ def _cost_row(run: Run, figure: Mapping[str, Any]) -> list[str]:
         format_number(profile["energy_mj"], 1),
         f"{profile['device']}, {format_count(profile['batch_size'])}",
     ]
+
+
+def _robustness_lines(runs: Sequence[Run]) -> list[str]:
+    """The robustness tables, for the runs whose report has a ``robustness`` section (none without)."""
+    measured = [run for run in runs if run.report.get("robustness")]
+    if not measured:
+        return []
+    lines = [
+        "",
+        "## Robustness",
+        "",
+        "| run | training | ε | PGD steps × restarts | clean top-1 | FGSM top-1 | PGD top-1 | test images |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in measured:
+        section = run.report["robustness"]
+        lines.append(
+            _cells(
+                [
+                    run.label,
+                    str(section.get("training", "n/a")),
+                    format_pixels(section["epsilon"]),
+                    f"{section['steps']} × {section['restarts']}",
+                    format_percent(section["clean_top1"]),
+                    format_percent(section["fgsm_top1"]),
+                    format_percent(section["pgd_top1"]),
+                    format_count(section["samples"]),
+                ]
+            )
+        )
+    lines += ["", "L∞ attacks in pixel units; an example is robust only if it is correct clean and under the attack."]
+    followed = [run for run in measured if run.report["robustness"].get("rounds")]
+    if followed:
+        lines += [
+            "",
+            "## Robust convergence per round",
+            "",
+            "| run | round | sparsity | monitor | target | epochs to target | epochs | final | best |",
+            "|---|---:|---:|---|---:|---:|---:|---:|---:|",
+        ]
+        for run in followed:
+            section = run.report["robustness"]
+            for entry in section["rounds"]:
+                reached = entry.get("epochs_to_target")
+                lines.append(
+                    _cells(
+                        [
+                            run.label,
+                            str(entry["round"]),
+                            format_percent(entry.get("sparsity")),
+                            f"`{section.get('monitor')}`",
+                            format_percent(section.get("target_accuracy")),
+                            "not reached" if reached is None else str(reached),
+                            format_count(entry.get("epochs")),
+                            format_percent(entry.get("final")),
+                            format_percent(entry.get("best")),
+                        ]
+                    )
+                )
+        lines += [
+            "",
+            "Epochs to target: epochs of the round until the monitored robust validation accuracy first reached the "
+            "target (Li et al. 2020: boosting tickets get there sooner); final and best: its value at the round's "
+            "end and its highest in the round.",
+        ]
+    return lines
 
 
 def _weights(weights: Mapping[str, Any] | None) -> str:

@@ -13,6 +13,7 @@ from lit_prune.report.formatting import (
     format_points,
     format_ratio,
 )
+from lit_prune.robustness.attacks import format_pixels
 
 __all__ = ["render_markdown"]
 
@@ -34,6 +35,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines += _accuracy(report)
     lines += _reduction(report)
     lines += _profile(report["profile"])
+    lines += _robustness(report.get("robustness"))
     lines += _stages(report["stages"])
     sparsity = report["sparsity"]
     if sparsity["global"]:
@@ -42,6 +44,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     notes = {f"accuracy.{k}": v for k, v in report["accuracy"]["notes"].items()}
     notes.update({f"profile.{k}": v for k, v in report["profile"]["notes"].items()})
     notes.update({f"reduction.{k}": v for k, v in (report.get("reduction") or {}).get("notes", {}).items()})
+    notes.update({f"robustness.{k}": v for k, v in (report.get("robustness") or {}).get("notes", {}).items()})
     if notes:
         lines += ["", "## Notes", ""]
         lines += [f"- `{key}`: {value}" for key, value in notes.items()]
@@ -184,6 +187,47 @@ def _profile(profile: Mapping[str, Any]) -> list[str]:
             f"Sparse inference: {sparse.get('note', '')} Largest logit difference to the dense model: "
             f"{_scientific(sparse.get('max_abs_logit_difference'))}; latency relative to dense: "
             f"{format_number(sparse.get('latency_ratio_vs_dense'), 2)}×.",
+        ]
+    return lines
+
+
+def _robustness(section: Mapping[str, Any] | None) -> list[str]:
+    """Clean and adversarial top-1 (``callbacks.robustness.RobustnessEvaluation``), and robust convergence per round."""
+    if not section:
+        return []
+    attacks = [key for key in section if key.endswith("_top1") and key != "clean_top1"]
+    lines = [
+        "",
+        "## Robustness",
+        "",
+        f"L∞ attacks in pixel space, ε = {format_pixels(section['epsilon'])}; PGD: {section['steps']} steps of "
+        f"{format_pixels(section['step_size'])}, {section['restarts']} restart(s), random start; "
+        f"{format_count(section['samples'])} test images; model trained: {section.get('training', 'n/a')}.",
+        "",
+        "| clean top-1 | " + " | ".join(f"{key.removesuffix('_top1').upper()} top-1" for key in attacks) + " |",
+        "|---:|" + "---:|" * len(attacks),
+        f"| {format_percent(section['clean_top1'])} | "
+        + " | ".join(format_percent(section[key]) for key in attacks)
+        + " |",
+        "",
+        "An example counts as robust only if it is classified correctly both clean and after the attack.",
+    ]
+    rounds = section.get("rounds")
+    if rounds:
+        target = format_percent(section.get("target_accuracy"))
+        lines += [
+            "",
+            f"Robust convergence per round (`{section.get('monitor')}`, target {target}):",
+            "",
+            f"| round | sparsity | epochs | epochs to reach {target} | final | best | final val top-1 |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {entry['round']} | {format_percent(entry['sparsity'])} | {entry['epochs']} "
+            f"| {'not reached' if entry['epochs_to_target'] is None else entry['epochs_to_target']} "
+            f"| {format_percent(entry['final'])} | {format_percent(entry['best'])} "
+            f"| {format_percent(entry['final_val_top1'])} |"
+            for entry in rounds
         ]
     return lines
 

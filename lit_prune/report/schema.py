@@ -16,7 +16,9 @@ fine-tuned). Its keys are the contract in ``DESIGN.md``::
 plus ``params.unpruned``, ``reduction`` (how much was pruned against the unpruned architecture,
 in one vocabulary for every method: :mod:`lit_prune.report.reduction`) and ``weights`` (where
 the start weights came from; published accuracies of pretrained weights are repeated in
-``accuracy.published`` beside the differences).
+``accuracy.published`` beside the differences) and, when ``callbacks.robustness.RobustnessEvaluation``
+ran, ``robustness: {clean_top1, fgsm_top1, pgd_top1, epsilon, step_size, steps, restarts, samples}``
+(top-1 clean and under L∞ attacks in pixel units; ``rounds`` with robust convergence per round).
 
 A value that could not be measured is ``null`` and the section's ``notes`` (``energy_note`` for
 energy) say why; it is never 0. Memory and size are in MiB (2**20 bytes) although the keys say
@@ -40,6 +42,7 @@ __all__ = [
     "DATASET_NAMES",
     "PROFILE_KEYS",
     "REPORT_JSON",
+    "ROBUSTNESS_KEYS",
     "REPORT_MD",
     "check_report",
     "dataset_name",
@@ -74,7 +77,11 @@ PROFILE_KEYS = (
 )
 """Measured profile entries of a report: numbers or ``None`` with a note."""
 
+ROBUSTNESS_KEYS = ("clean_top1", "fgsm_top1", "pgd_top1")
+"""Accuracies of the ``robustness`` section: fractions in [0, 1] or ``None`` with a note."""
+
 _NUMBER = (int, float)
+_ROBUSTNESS_SETTINGS = {"epsilon": _NUMBER, "step_size": _NUMBER, "steps": int, "restarts": int, "samples": int}
 _TYPES: dict[str, Any] = {
     "model": str,
     "dataset": str,
@@ -139,6 +146,7 @@ def check_report(report: Mapping[str, Any], source: str = "report") -> None:
             ):
                 raise ValueError(f"{source}: {section}.{key} is null without a note in {section}.notes saying why")
     _check_reduction(report, source)
+    _check_robustness(report, source)
     for index, stage in enumerate(report["stages"]):
         if not isinstance(stage, Mapping) or not isinstance(stage.get("name"), str):
             raise ValueError(f"{source}: stages[{index}] must be an object with a string 'name', got {stage!r}")
@@ -196,6 +204,27 @@ def _check_reduction(report: Mapping[str, Any], source: str) -> None:
         value = reduction[key]
         if value is not None and not -1e-9 <= value <= 1.0 + 1e-9:
             raise ValueError(f"{source}: reduction.{key} must be a fraction in [0, 1], got {value}")
+
+
+def _check_robustness(report: Mapping[str, Any], source: str) -> None:
+    """Checks the ``robustness`` section when there is one (runs without RobustnessEvaluation have none)."""
+    if "robustness" not in report:
+        return
+    section = report["robustness"]
+    if not isinstance(section, Mapping) or not isinstance(section.get("notes"), Mapping):
+        raise ValueError(f"{source}: robustness must be an object with a 'notes' object")
+    spec = {**{key: (*_NUMBER, type(None)) for key in ROBUSTNESS_KEYS}, **_ROBUSTNESS_SETTINGS}
+    problems = _type_problems(section, spec, "robustness.")
+    if problems:
+        raise ValueError(f"{source} does not follow the report contract: " + "; ".join(problems))
+    for key in ROBUSTNESS_KEYS:
+        value = section[key]
+        if value is None and not section["notes"].get(key):
+            raise ValueError(f"{source}: robustness.{key} is null without a note in robustness.notes saying why")
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ValueError(f"{source}: robustness.{key} must be a fraction in [0, 1], got {value}")
+    if not 0.0 <= section["epsilon"] <= 1.0:
+        raise ValueError(f"{source}: robustness.epsilon must lie in [0, 1] (pixel units), got {section['epsilon']}")
 
 
 def _type_problems(value: Mapping[str, Any], spec: Mapping[str, Any], prefix: str) -> list[str]:

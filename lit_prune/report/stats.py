@@ -98,6 +98,9 @@ METRICS = (
     Metric("energy_mj", "energy mJ", "profile.energy_mj", 1.0, 1),
     Metric("test_top1", "top-1 %", "accuracy.test_top1", 100.0, 2),
     Metric("test_top5", "top-5 %", "accuracy.test_top5", 100.0, 2),
+    Metric("clean_top1", "clean top-1 % (robustness)", "robustness.clean_top1", 100.0, 2),
+    Metric("fgsm_top1", "FGSM top-1 %", "robustness.fgsm_top1", 100.0, 2),
+    Metric("pgd_top1", "PGD top-1 %", "robustness.pgd_top1", 100.0, 2),
 )
 """The metrics summarised per group (those absent from every report are left out of the table)."""
 
