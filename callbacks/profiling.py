@@ -82,6 +82,9 @@ class ProfilingCallback(Callback):
             tensor cores in float16 against the dense network in float16
             (``lit_prune.pruning.semi_structured``; on a CPU the report's note says "needs CUDA"
             and gives no figure); ``false`` measures none.
+        onnxruntime: Also export the final network to ONNX and measure onnxruntime's latency on
+            the same batch (``profile.onnxruntime_latency_ms``, details under ``profile.onnxruntime``;
+            ``lit_prune.export``); a network that cannot be exported gets ``null`` with the reason.
         max_eval_batches: Batches evaluated per split; ``None`` uses the trainer's integer
             ``limit_test_batches`` or, if that is a fraction, every batch.
         device: Device to profile on, e.g. ``"cpu"`` to measure CPU inference after GPU
@@ -101,6 +104,7 @@ class ProfilingCallback(Callback):
         energy_repeats: int = 10,
         train_accuracy: bool = True,
         sparse_inference: bool | str = False,
+        onnxruntime: bool = False,
         max_eval_batches: int | None = None,
         device: str | None = None,
     ) -> None:
@@ -111,6 +115,7 @@ class ProfilingCallback(Callback):
         check_int(max_eval_batches, "max_eval_batches", 1, optional=True)
         check_bool(train_accuracy, "train_accuracy")
         sparse_inference_mode(sparse_inference)
+        check_bool(onnxruntime, "onnxruntime")
         if device is not None:
             try:
                 torch.device(device)
@@ -124,6 +129,7 @@ class ProfilingCallback(Callback):
         self.energy_repeats = energy_repeats
         self.train_accuracy = train_accuracy
         self.sparse_inference = sparse_inference
+        self.onnxruntime = onnxruntime
         self.max_eval_batches = max_eval_batches
         self.device = device
 
@@ -195,6 +201,7 @@ class ProfilingCallback(Callback):
             repeats=self.latency_repeats,
             energy_repeats=self.energy_repeats,
             sparse_inference=self.sparse_inference,
+            onnxruntime=self.onnxruntime,
         )
         hparams = getattr(pl_module, "hparams", {})
         model_name = hparams.get("network") if isinstance(hparams.get("network"), str) else type(network).__name__
@@ -288,6 +295,7 @@ class ProfilingCallback(Callback):
         values["profile/params_nonzero"] = report["params"]["nonzero"]
         sparse = profile.get("sparse_inference") or {}
         values["profile/sparse_inference_latency_ms"] = sparse.get("latency_ms")
+        values["profile/onnxruntime_latency_ms"] = profile.get("onnxruntime_latency_ms")
         metrics = {key: float(value) for key, value in values.items() if value is not None}
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)

@@ -1,7 +1,7 @@
 """The ``lit-prune`` command: LightningCLI over ``ImageClassifier`` and any LightningDataModule.
 
 ``lit-prune fit|validate|test|predict`` go to :class:`LitPruneCLI`; ``report``, ``sweep``,
-``models`` and ``callbacks`` are lit-prune's own tools. The exit status is 0 when the command
+``export``, ``models`` and ``callbacks`` are lit-prune's own tools. The exit status is 0 when the command
 did its job, 2 for a user error (printed in a few lines that name the problem) and 1 for any
 other failure; ``--debug`` (or ``LIT_PRUNE_DEBUG=1``) prints the full traceback as well.
 """
@@ -187,7 +187,18 @@ def _tools() -> dict[str, Callable[[list[str]], int]]:
 
         return sweep_main(args)
 
-    return {"report": report, "sweep": sweep, "models": list_models_command, "callbacks": list_callbacks_command}
+    def export(args: list[str]) -> int:
+        from lit_prune.export import main as export_main
+
+        return export_main(args)
+
+    return {
+        "report": report,
+        "sweep": sweep,
+        "export": export,
+        "models": list_models_command,
+        "callbacks": list_callbacks_command,
+    }
 
 
 def main(args: Sequence[str] | None = None) -> int:

@@ -188,7 +188,21 @@ def _profile(profile: Mapping[str, Any]) -> list[str]:
             f"{_scientific(sparse.get('max_abs_logit_difference'))}; latency relative to dense: "
             f"{format_number(sparse.get('latency_ratio_vs_dense'), 2)}×.",
         ]
-    return lines
+    return lines + _onnxruntime(profile)
+
+
+def _onnxruntime(profile: Mapping[str, Any]) -> list[str]:
+    """One line on onnxruntime's latency (``ProfilingCallback(onnxruntime=True)``); nothing in older reports."""
+    details = profile.get("onnxruntime")
+    if not details:
+        return []
+    return [
+        "",
+        f"onnxruntime ({details['provider']}, {details['exporter']} ONNX export, opset {details.get('opset')}): "
+        f"{format_number(details['latency_ms'], 2)} ms per batch, "
+        f"{format_number(details.get('latency_ratio_vs_eager'), 2)}× the eager latency; largest logit difference "
+        f"to PyTorch {_scientific(details.get('max_abs_logit_difference'))}.",
+    ]
 
 
 def _robustness(section: Mapping[str, Any] | None) -> list[str]:

@@ -148,6 +148,7 @@ def measure_profile(
     repeats: int = 10,
     energy_repeats: int = 10,
     sparse_inference: bool | str = False,
+    onnxruntime: bool = False,
 ) -> dict[str, Any]:
     """Measures the ``profile`` section of a report on the network's own device.
 
@@ -161,7 +162,9 @@ def measure_profile(
     kernels. ``sparse_inference="coo"`` uses COO linear weights instead of CSR;
     ``"semi_structured"`` measures the 2:4 linear layers on sparse tensor cores in float16 against
     the same network dense in float16 (see :func:`_measure_semi_structured`; on a CPU only the note
-    "needs CUDA" and which layers would be converted).
+    "needs CUDA" and which layers would be converted). With ``onnxruntime`` the network is exported
+    to ONNX and onnxruntime's latency on the same batch is added (``onnxruntime_latency_ms``, details
+    under ``onnxruntime``; :func:`lit_prune.export.runtime_profile.profile_onnxruntime`).
 
     A measurement that raises is reported as ``None`` with the error in ``notes`` (and a
     warning), so a failing measurement at the end of a long run does not lose the others.
@@ -175,6 +178,7 @@ def measure_profile(
         energy_repeats: Batches inside the energy window.
         sparse_inference: ``False``, ``True`` (= ``"csr"``), ``"csr"``, ``"coo"`` or
             ``"semi_structured"``: which sparse-inference copy to measure too.
+        onnxruntime: Whether to measure onnxruntime's latency on an ONNX export too.
 
     Returns:
         The section (keys in :data:`lit_prune.report.schema.PROFILE_KEYS` plus ``energy_note``, ``device``,
@@ -231,7 +235,32 @@ def measure_profile(
         profile["sparse_inference"] = _measure_sparse_inference(
             network, inputs, mask, warmup, repeats, energy_repeats, profile["latency_ms"], mode
         )
+    profile.update(_onnxruntime_figures(network, inputs, warmup, repeats, onnxruntime, profile["latency_ms"], notes))
     return profile
+
+
+def _onnxruntime_figures(
+    network: nn.Module,
+    inputs: Tensor,
+    warmup: int,
+    repeats: int,
+    requested: bool,
+    eager_latency_ms: float | None,
+    notes: dict[str, str],
+) -> dict[str, Any]:
+    """``onnxruntime_latency_ms`` and the ``onnxruntime`` details, or ``None`` with the reason in ``notes``."""
+    details = None
+    if requested:
+        from lit_prune.export.runtime_profile import profile_onnxruntime
+
+        details = _attempt(
+            notes, "onnxruntime_latency_ms", lambda: profile_onnxruntime(network, inputs, warmup, repeats)
+        )
+    else:
+        notes["onnxruntime_latency_ms"] = "not requested (set onnxruntime: true to measure it)"
+    if details is not None and eager_latency_ms:
+        details["latency_ratio_vs_eager"] = details["latency_ms"] / eager_latency_ms
+    return {"onnxruntime_latency_ms": None if details is None else details["latency_ms"], "onnxruntime": details}
 
 
 def _prunable_weights(network: nn.Module) -> dict[str, Tensor]:

@@ -16,7 +16,9 @@ fine-tuned). Its keys are the contract in ``DESIGN.md``::
 plus ``params.unpruned``, ``reduction`` (how much was pruned against the unpruned architecture,
 in one vocabulary for every method: :mod:`lit_prune.report.reduction`) and ``weights`` (where
 the start weights came from; published accuracies of pretrained weights are repeated in
-``accuracy.published`` beside the differences) and, when ``callbacks.robustness.RobustnessEvaluation``
+``accuracy.published`` beside the differences), ``profile.onnxruntime_latency_ms`` (with
+``profile.onnxruntime``: provider, exporter, logit difference) when the profiling callback was asked
+for ``onnxruntime: true`` and, when ``callbacks.robustness.RobustnessEvaluation``
 ran, ``robustness: {clean_top1, fgsm_top1, pgd_top1, epsilon, step_size, steps, restarts, samples}``
 (top-1 clean and under L∞ attacks in pixel units; ``rounds`` with robust convergence per round).
 
@@ -40,6 +42,7 @@ from lit_prune.report.reduction import REDUCTION_KEYS
 __all__ = [
     "ACCURACY_KEYS",
     "DATASET_NAMES",
+    "OPTIONAL_PROFILE_KEYS",
     "PROFILE_KEYS",
     "REPORT_JSON",
     "ROBUSTNESS_KEYS",
@@ -76,6 +79,9 @@ PROFILE_KEYS = (
     "sparse_size_mb",
 )
 """Measured profile entries of a report: numbers or ``None`` with a note."""
+
+OPTIONAL_PROFILE_KEYS = ("onnxruntime_latency_ms",)
+"""Profile entries of newer reports only (``ProfilingCallback(onnxruntime=True)``), checked where present."""
 
 ROBUSTNESS_KEYS = ("clean_top1", "fgsm_top1", "pgd_top1")
 """Accuracies of the ``robustness`` section: fractions in [0, 1] or ``None`` with a note."""
@@ -145,6 +151,7 @@ def check_report(report: Mapping[str, Any], source: str = "report") -> None:
                 report[section]["notes"].get(key) or (key == "energy_mj" and report["profile"]["energy_note"])
             ):
                 raise ValueError(f"{source}: {section}.{key} is null without a note in {section}.notes saying why")
+    _check_optional_profile(report["profile"], source)
     _check_reduction(report, source)
     _check_robustness(report, source)
     for index, stage in enumerate(report["stages"]):
@@ -182,6 +189,18 @@ def to_jsonable(value: Any) -> Any:
     if hasattr(value, "item") and callable(value.item):
         return to_jsonable(value.item())
     raise TypeError(f"cannot store a {type(value).__name__} in a report; use numbers, strings, lists or dicts")
+
+
+def _check_optional_profile(profile: Mapping[str, Any], source: str) -> None:
+    """Checks the profile entries older reports lack: a number, or ``None`` with a note, where present."""
+    for key in OPTIONAL_PROFILE_KEYS:
+        if key not in profile:
+            continue
+        value = profile[key]
+        if value is None and not profile["notes"].get(key):
+            raise ValueError(f"{source}: profile.{key} is null without a note in profile.notes saying why")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, _NUMBER)):
+            raise ValueError(f"{source}: profile.{key} must be a number or null, got {type(value).__name__}")
 
 
 def _check_reduction(report: Mapping[str, Any], source: str) -> None:
