@@ -72,7 +72,8 @@ def describe_for_help(subcommand: str | None = None) -> str:
         f"{intro} Models (--model.network NAME; `lit-prune models` lists them with sizes): "
         f"{', '.join(list_models())}; any torch.nn.Module through class_path, timm models as timm:NAME. "
         f"Pruning and profiling callbacks (trainer.callbacks, `lit-prune callbacks` for what each does): {callbacks}. "
-        "Other commands: lit-prune report RUN_DIR... [--output DIR]; lit-prune sweep; lit-prune models; "
+        "Other commands: lit-prune report RUN_DIR... [--output DIR]; lit-prune sweep; "
+        "lit-prune export --ckpt_path CKPT --format onnx|exported_program --output FILE; lit-prune models; "
         "lit-prune callbacks. Add --debug for full tracebacks."
     )
 

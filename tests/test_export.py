@@ -275,12 +275,15 @@ BAD_INPUTS = {
         ["notes.txt", "is a file, not a folder"],
     ),
     "suffix of another format": (["--format", "exported_program", "--output", "out/m.onnx"], [".pt2"]),
+    "output is a folder": (["--format", "onnx", "--output", "folder.onnx"], ["folder.onnx", "is a directory"]),
+    "batch size 0": (["--format", "onnx", "--output", "out/m.onnx", "--batch_size", "0"], ["--batch_size", ">= 1"]),
 }
 
 
 def _bad_input_files(directory: Path) -> list[Path]:
     (directory / "notes.txt").write_text("not a checkpoint\n")
     torch.save({"conv.weight": torch.zeros(2, 2)}, directory / "raw.pt")
+    (directory / "folder.onnx").mkdir()
     return sorted(directory.iterdir())
 
 
@@ -335,3 +338,9 @@ def test_profiling_callback_adds_onnxruntime_latency_to_the_report(tmp_path: Pat
     assert details["latency_ratio_vs_eager"] == pytest.approx(details["latency_ms"] / profile["latency_ms"])
     assert "onnxruntime (CPUExecutionProvider, dynamo ONNX export" in (run / "report.md").read_text()
     assert "profile/onnxruntime_latency_ms" in read_scalars(run)
+
+
+def test_help_names_the_formats_and_the_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "onnx, exported_program" in text and "1: the outputs differ by more than the tolerance" in text
