@@ -18,8 +18,9 @@ $(STAMP): constraints.txt setup.cfg pyproject.toml
 quickstart: $(STAMP)
 	$(BIN)/lit-prune fit --config configs/quickstart.yaml
 
+# One worker per core (pytest-xdist); tests/conftest.py gives each worker one thread.
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -n auto --dist loadgroup tests
 
 # Conventions checked by machines: ruff's lint rules and its formatter (pyproject.toml).
 lint: $(STAMP)

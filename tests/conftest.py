@@ -16,6 +16,30 @@ CONFIG_DIR = REPO_ROOT / "configs"
 
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # ``pytest -n N`` runs N workers side by side: one thread each (and in the commands they
+    # start), since torch's default of one thread per core would make them slow each other down.
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+SPREAD_MODULES = frozenset({"test_configs", "test_callback_options"})
+"""Test modules whose tests share no module fixture, so ``pytest -n`` may spread them over workers."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keeps each other module on one worker under ``pytest -n N --dist loadgroup``.
+
+    Its module-scoped fixtures (a quickstart run, a trained checkpoint) are then built once.
+    """
+    for item in items:
+        module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+        if module not in SPREAD_MODULES:
+            item.add_marker(pytest.mark.xdist_group(module))
+
 
 @pytest.fixture
 def in_tmp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
