@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from lit_prune.cli import main
+from lit_prune.config_bases import compose_config
 from lit_prune.models import PRETRAINED_CHECKPOINTS, create_model
 from tests.conftest import CONFIG_DIR
 
@@ -31,12 +32,12 @@ TINY = [
 
 @pytest.mark.parametrize("config", sorted(CONFIG_DIR.glob("e0_profile_*.yaml")), ids=lambda path: path.stem)
 def test_e0_configs_profile_published_weights_for_their_dataset(config: Path) -> None:
-    text = config.read_text()
-    assert f"lit-prune test --config configs/{config.name}" in text
-    assert "network_kwargs: {pretrained: true}" in text
+    assert f"lit-prune test --config configs/{config.name}" in config.read_text()
+    composed = compose_config(config)
+    assert composed["model"]["network_kwargs"] == {"pretrained": True}
     dataset = "cifar100" if "cifar100" in config.stem else "cifar10"
-    assert f"CIFAR{dataset[5:]}DataModule" in text
-    assert "ProfilingCallback" in text
+    assert composed["data"]["class_path"] == f"datamodules.CIFAR{dataset[5:]}DataModule"
+    assert [c["class_path"] for c in composed["trainer"]["callbacks"]] == ["callbacks.profiling.ProfilingCallback"]
 
 
 def test_profile_only_task_writes_the_report_with_published_accuracy(
