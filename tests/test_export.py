@@ -251,12 +251,14 @@ def test_console_script_exports_a_shrunk_checkpoint(checkpoints: dict[str, Path]
     assert logits.shape == (7, 10)
 
 
-def test_console_script_parity_failure_exits_1_and_writes_nothing(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+def test_parity_failure_exits_1_and_writes_nothing(
+    checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     output = tmp_path / "model.onnx"
     arguments = ["--format", "onnx", "--output", str(output), "--batch_size", "2", "--tolerance", "1e-12"]
-    result = lit_prune("export", "--ckpt_path", str(checkpoints["dense"]), *arguments, cwd=tmp_path)
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "FAILED" in result.stdout and "tolerance 1e-12" in result.stderr and "nothing was written" in result.stderr
+    assert main(["export", "--ckpt_path", str(checkpoints["dense"]), *arguments]) == 1
+    printed = capsys.readouterr()
+    assert "FAILED" in printed.out and "tolerance 1e-12" in printed.err and "nothing was written" in printed.err
     assert not list(tmp_path.iterdir()), "a failed parity check leaves no file, not even a temporary one"
 
 
