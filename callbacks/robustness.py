@@ -20,6 +20,7 @@ from callbacks.profiling import _run_dir
 from lit_prune.errors import UserError
 from lit_prune.module import ImageClassifier
 from lit_prune.robustness import (
+    AdversarialTraining,
     AttackSettings,
     RobustCounts,
     check_attack_names,
@@ -180,14 +181,16 @@ class RobustnessEvaluation(PruningCallback):
         limit = self.max_batches or (
             trainer.limit_test_batches if isinstance(trainer.limit_test_batches, int) else None
         )
+        indices = itertools.count(trainer.global_rank, trainer.world_size)
         shard = _shard(itertools.islice(loader, limit), trainer.global_rank, trainer.world_size)
         batches = model_batches(trainer, shard, pl_module.device)
-        counts = robust_accuracy(pl_module.network, batches, mean, std, self.attacks, self.settings, seed=self.seed)
+        counts = robust_accuracy(
+            pl_module.network, batches, mean, std, self.attacks, self.settings, seed=self.seed, indices=indices
+        )
         total = trainer.strategy.reduce(counts.as_tensor(self.attacks).to(pl_module.device), reduce_op="sum")
         counts = RobustCounts.from_tensor(total.cpu(), self.attacks)
         section = robustness_section(counts, self.settings, self.attacks)
-        adversary = pl_module.adversarial_training
-        section.update(trigger=trigger, training="natural" if adversary is None else adversary.describe())
+        section.update(trigger=trigger, training=_training(pl_module, trigger))
         if self.target_accuracy is not None:
             section.update(target_accuracy=self.target_accuracy, monitor=self.monitor, rounds=list(self.rounds))
         self.results = section
@@ -224,6 +227,19 @@ class RobustnessEvaluation(PruningCallback):
         current["final"] = value
         current["best"] = value if current["best"] is None else max(current["best"], value)
         current["final_val_top1"] = None if clean is None else float(clean)
+
+
+def _training(pl_module: ImageClassifier, trigger: str) -> str:
+    """How the evaluated weights were trained: the tested checkpoint's ``adversarial_training``, else the module's."""
+    loaded = pl_module.loaded_checkpoint
+    if trigger == "test" and loaded is not None:
+        try:
+            adversary = AdversarialTraining.from_options(loaded.get("adversarial_training"))
+        except UserError:
+            return "unknown (the checkpoint's adversarial_training options are not understood)"
+    else:
+        adversary = pl_module.adversarial_training
+    return "natural" if adversary is None else adversary.describe()
 
 
 def _shard(batches: Iterable[Any], rank: int, world_size: int) -> Iterator[Any]:

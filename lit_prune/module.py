@@ -400,7 +400,11 @@ class ImageClassifier(LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.loaded_checkpoint = {"epoch": checkpoint.get("epoch"), "global_step": checkpoint.get("global_step")}
+        self.loaded_checkpoint = {
+            "epoch": checkpoint.get("epoch"),
+            "global_step": checkpoint.get("global_step"),
+            "adversarial_training": (checkpoint.get("hyper_parameters") or {}).get("adversarial_training"),
+        }
         state = checkpoint.get("pruning") or {}
         self.pruning_stages = [dict(stage) for stage in state.get("stages", [])]
         self._restore_surgery(check_history(state.get("surgery", [])))

@@ -165,7 +165,7 @@ def _config(root: Path) -> Path:
             "devices": 1,
             "limit_train_batches": 2,
             "limit_val_batches": 1,
-            "limit_test_batches": 2,
+            "limit_test_batches": 3,
             "enable_progress_bar": False,
             "logger": {
                 "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
@@ -184,25 +184,29 @@ def _config(root: Path) -> Path:
     return path
 
 
-def _check_section(section: dict, trigger: str) -> None:
+def _check_section(section: dict, trigger: str, training: str) -> None:
     for key in ROBUSTNESS_KEYS:
         assert isinstance(section[key], float) and 0.0 <= section[key] <= 1.0, key
     assert section["fgsm_top1"] <= section["clean_top1"] and section["pgd_top1"] <= section["clean_top1"]
     assert section["epsilon"] == pytest.approx(8 / 255) and section["step_size"] == pytest.approx(2 / 255)
-    assert (section["steps"], section["restarts"], section["samples"]) == (2, 1, 32)
+    assert (section["steps"], section["restarts"], section["samples"]) == (2, 1, 48)
     assert all(isinstance(section[key], int) for key in ("steps", "restarts", "samples"))
-    assert section["trigger"] == trigger and section["training"] == "natural"
+    assert section["trigger"] == trigger and section["training"] == training
 
 
 def test_fit_then_test_of_its_checkpoint_report_robustness(tmp_path: Path) -> None:
+    """A DDP fit on two CPU processes (each attacks its share of the 3 test batches), then a test of its checkpoint."""
     assert LIT_PRUNE.is_file()
     config = _config(tmp_path)
-    fitted = lit_prune("fit", "--config", str(config), cwd=tmp_path)
+    adversarial = "--model.adversarial_training={method: pgd, epsilon: 8/255, steps: 2, val_batches: 1}"
+    fitted = lit_prune(
+        "fit", "--config", str(config), "--trainer.devices=2", "--trainer.strategy=ddp", adversarial, cwd=tmp_path
+    )
     assert fitted.returncode == 0, fitted.stdout + fitted.stderr
     assert "Attack mode" not in fitted.stdout + fitted.stderr
     run = tmp_path / "lightning_logs" / "robust" / "version_0"
     report = json.loads((run / "report.json").read_text())
-    _check_section(report["robustness"], "fit")
+    _check_section(report["robustness"], "fit", "PGD-2 adversarial training, ε 8/255")
     assert json.loads((run / "robustness.json").read_text()) == report["robustness"]
     assert "## Robustness" in (run / "report.md").read_text()
     assert {"robustness/clean_top1", "robustness/fgsm_top1", "robustness/pgd_top1"} <= set(read_scalars(run))
@@ -213,13 +217,14 @@ def test_fit_then_test_of_its_checkpoint_report_robustness(tmp_path: Path) -> No
     )
     assert tested.returncode == 0, tested.stdout + tested.stderr
     test_report = json.loads((run / "test" / "report.json").read_text())
-    _check_section(test_report["robustness"], "test")
-    assert test_report["robustness"]["clean_top1"] == pytest.approx(report["robustness"]["clean_top1"])
+    _check_section(test_report["robustness"], "test", "PGD-2 adversarial training, ε 8/255")
+    for key in ROBUSTNESS_KEYS:  # the same batches and the same random starts as the two ranks had
+        assert test_report["robustness"][key] == report["robustness"][key], key
 
     compared = lit_prune("report", str(run), str(run / "test"), "--output", str(tmp_path / "cmp"), cwd=tmp_path)
     assert compared.returncode == 0, compared.stdout + compared.stderr
     comparison = (tmp_path / "cmp" / "comparison.md").read_text()
-    assert "## Robustness" in comparison and "| natural | 8/255 | 2 × 1 |" in comparison
+    assert "## Robustness" in comparison and "| PGD-2 adversarial training, ε 8/255 | 8/255 | 2 × 1 |" in comparison
     assert "PGD top-1 %" in (tmp_path / "cmp" / "statistics.md").read_text()
 
 

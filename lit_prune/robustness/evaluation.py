@@ -10,6 +10,7 @@ accuracy.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,11 +128,25 @@ def robust_accuracy(
     attacks: Iterable[str],
     settings: AttackSettings,
     seed: int = 0,
+    indices: Iterable[int] | None = None,
 ) -> RobustCounts:
-    """:func:`count_robust` summed over batches; batch ``i`` draws its random starts from ``(seed, i)``."""
+    """:func:`count_robust` summed over batches; batch ``i`` draws its random starts from ``(seed, i)``.
+
+    Args:
+        network: The classifier.
+        batches: Normalised ``(images, labels)`` batches.
+        mean: Per-channel mean, ``1 x C x 1 x 1``.
+        std: Per-channel standard deviation, the same shape.
+        attacks: Names from :data:`~lit_prune.robustness.attacks.ATTACKS`.
+        settings: The budget.
+        seed: Seed of the random starts.
+        indices: The position of each batch in the whole split (a rank's share under DDP), so its
+            random starts are those of a single-process evaluation; ``0, 1, 2, ...`` when None.
+    """
     attacks = tuple(attacks)
     counts = RobustCounts(attacked=dict.fromkeys(attacks, 0))
-    for index, (images, labels) in enumerate(batches):
+    positions = itertools.count() if indices is None else indices
+    for index, (images, labels) in zip(positions, batches):
         counts.add(count_robust(network, images, labels, mean, std, attacks, settings, seed=hash((seed, index))))
     return counts
 
