@@ -187,6 +187,13 @@ class _DataDependent(nn.Module):
         return -x
 
 
+class _AlwaysTrue(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.abs().sum() >= 0:
+            return 2 * x
+        return x
+
+
 class _Net(nn.Module):
     def __init__(self, odd: nn.Module) -> None:
         super().__init__()
@@ -214,6 +221,18 @@ def test_a_network_that_cannot_export_names_layer_and_operator(
     for text in named:
         assert text in str(raised.value), (text, str(raised.value))
     assert not list(tmp_path.iterdir()), "a failed export leaves no file"
+
+
+def test_the_torchscript_exporter_takes_over_where_dynamo_fails_and_the_json_says_why(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "model.onnx"
+    content = export_checked(_Net(_AlwaysTrue()), ExportRequest("onnx", output, (4,), batch_size=3, latency_repeats=1))
+    assert content["exporter"] == "torchscript" and content["opset"] == 18 and content["passed"]
+    assert "layer 'odd' (_AlwaysTrue)" in content["dynamo_failure"]
+    assert "def forward" not in capfd.readouterr().err, "torch.export's partial graph is not dumped on the user"
+    session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+    assert session.run(None, {session.get_inputs()[0].name: np.ones((5, 4), np.float32)})[0].shape == (5, 4)
 
 
 def test_console_script_exports_a_shrunk_checkpoint(checkpoints: dict[str, Path], tmp_path: Path) -> None:

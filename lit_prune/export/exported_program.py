@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.export import Dim
 
 from lit_prune.errors import UserError
-from lit_prune.export.failures import LayerTracker, describe_failure, operator_of
+from lit_prune.export.failures import LayerTracker, describe_failure, operator_of, partial_graph_withheld
 
 __all__ = ["export_program", "load_program"]
 
@@ -36,7 +36,7 @@ def export_program(network: nn.Module, example: Tensor, path: str | os.PathLike[
     """
     tracker = LayerTracker(network)
     try:
-        with tracker.tracking():
+        with tracker.tracking(), partial_graph_withheld():
             program = torch.export.export(network, (example,), dynamic_shapes=({0: Dim("batch")},))
     except Exception as error:  # noqa: BLE001 - every tracing failure is reported with its layer
         lines = describe_failure("torch.export", error, tracker.innermost(), operator_of(error))

@@ -5,20 +5,24 @@ forward hooks fire as usual: :class:`LayerTracker` keeps the stack of modules wh
 begun and not ended, and after a failure its top is the layer that raised. The ONNX translation
 runs later, on the traced graph, and its error names a graph node or an ``OpOverload``;
 :func:`operator_of` finds the operator in the message and :func:`layer_of_operator` the layer that
-called it, from the ``nn_module_stack`` the traced graph records for every node.
+called it, from the ``nn_module_stack`` the traced graph records for every node. ``torch.export`` also prints the
+partial graph of a failed trace to standard error; :func:`partial_graph_withheld` keeps that dump
+from burying the message (what else was written there is passed on once the block ends).
 """
 
 from __future__ import annotations
 
+import io
 import re
+import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
 from typing import Any
 
 from torch import nn
 from torch.export import ExportedProgram
 
-__all__ = ["LayerTracker", "describe_failure", "layer_of_operator", "operator_of"]
+__all__ = ["LayerTracker", "describe_failure", "layer_of_operator", "operator_of", "partial_graph_withheld"]
 
 _OPERATOR_PATTERNS = (
     re.compile(r"OpOverload\(op='([\w.]+)'"),
@@ -71,6 +75,19 @@ class LayerTracker:
     def _leave(self, module: nn.Module, args: Any, output: Any) -> None:
         if self.stack:
             self.stack.pop()
+
+
+@contextmanager
+def partial_graph_withheld() -> Iterator[None]:
+    """Holds back what the block writes to ``sys.stderr``; passes it on if the block succeeds.
+
+    On a failure the text is dropped: it is the partial graph ``torch.export`` prints, and the
+    raised error (described by :func:`describe_failure`) says what failed.
+    """
+    captured = io.StringIO()
+    with redirect_stderr(captured):
+        yield
+    sys.stderr.write(captured.getvalue())
 
 
 def operator_of(error: BaseException) -> str | None:

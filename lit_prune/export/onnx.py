@@ -23,7 +23,13 @@ from torch import Tensor, nn
 from torch.export import Dim
 
 from lit_prune.errors import UserError
-from lit_prune.export.failures import LayerTracker, describe_failure, layer_of_operator, operator_of
+from lit_prune.export.failures import (
+    LayerTracker,
+    describe_failure,
+    layer_of_operator,
+    operator_of,
+    partial_graph_withheld,
+)
 from lit_prune.export.timing import time_calls
 from lit_prune.profiling import LatencyResult
 
@@ -52,7 +58,7 @@ def export_onnx(network: nn.Module, example: Tensor, path: Path) -> dict[str, An
     """
     tracker = LayerTracker(network)
     try:
-        with tracker.tracking():
+        with tracker.tracking(), partial_graph_withheld():
             program = torch.onnx.export(
                 network,
                 (example,),
@@ -68,7 +74,8 @@ def export_onnx(network: nn.Module, example: Tensor, path: Path) -> dict[str, An
         dynamo_error = error
         dynamo_lines = describe_failure("ONNX export (dynamo)", error, *_where(network, example, error, tracker))
     try:
-        _export_torchscript(network, example, path)
+        with partial_graph_withheld():
+            _export_torchscript(network, example, path)
     except Exception as error:  # noqa: BLE001 - both exporters failed: the user gets both reasons
         fallback = describe_failure("the TorchScript exporter", error, None, operator_of(error))[0]
         raise UserError("\n".join([*dynamo_lines, f"{fallback} too"])) from dynamo_error
@@ -144,7 +151,8 @@ def _where(
     layer = tracker.innermost()
     if layer is None and operator is not None:
         try:
-            program = torch.export.export(network, (example,), dynamic_shapes=({0: Dim("batch")},))
+            with partial_graph_withheld():
+                program = torch.export.export(network, (example,), dynamic_shapes=({0: Dim("batch")},))
         except Exception:  # noqa: BLE001 - without a graph the layer stays unknown
             return None, operator
         layer = layer_of_operator(program, operator)
