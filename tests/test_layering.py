@@ -1,4 +1,4 @@
-"""The pure core never imports Lightning: every module of lit_prune.pruning, .models and .profiling.
+"""The pure core never imports Lightning: every module of lit_prune.pruning, .models, .profiling and .export.
 
 Two checks per package, subpackages included: no ``import`` statement names Lightning (read from
 the source, so a lazy import inside a function is caught too), and importing every module of the
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CORE_PACKAGES = ("lit_prune.pruning", "lit_prune.models", "lit_prune.profiling")
+CORE_PACKAGES = ("lit_prune.pruning", "lit_prune.models", "lit_prune.profiling", "lit_prune.export")
 LIGHTNING = {"lightning", "pytorch_lightning"}
 
 
