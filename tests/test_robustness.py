@@ -16,7 +16,7 @@ import yaml
 from torch import nn
 
 from lit_prune.errors import UserError
-from lit_prune.report.schema import ROBUSTNESS_KEYS
+from lit_prune.report.schema import ROBUSTNESS_KEYS, check_report
 from lit_prune.robustness import (
     AdversarialTraining,
     AttackSettings,
@@ -211,6 +211,12 @@ def test_fit_then_test_of_its_checkpoint_report_robustness(tmp_path: Path) -> No
     assert "## Robustness" in (run / "report.md").read_text()
     assert {"robustness/clean_top1", "robustness/fgsm_top1", "robustness/pgd_top1"} <= set(read_scalars(run))
     assert "RobustnessEvaluation: top-1 clean" in fitted.stdout + fitted.stderr
+
+    unmeasured = {**report, "robustness": {**report["robustness"], "pgd_top1": None}}
+    with pytest.raises(ValueError, match="robustness.pgd_top1 is null without a note"):
+        check_report(unmeasured)
+    with pytest.raises(ValueError, match="robustness.steps must be int"):
+        check_report({**report, "robustness": {**report["robustness"], "steps": "10"}})
 
     tested = lit_prune(
         "test", "--config", str(config), "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), cwd=tmp_path
