@@ -24,6 +24,7 @@ from lit_prune.robustness import (
     AttackSettings,
     RobustCounts,
     check_attack_names,
+    format_pixels,
     normalization_of,
     robust_accuracy,
     robustness_section,
@@ -259,4 +260,4 @@ def _summary(section: Mapping[str, Any]) -> str:
         for key, value in section.items()
         if key.endswith("_top1") and value is not None
     ]
-    return f"top-1 {', '.join(parts)} at ε {section['epsilon']:.4g} on {section['samples']} test images"
+    return f"top-1 {', '.join(parts)} at ε {format_pixels(section['epsilon'])} on {section['samples']} test images"

@@ -11,6 +11,7 @@ from lit_prune.robustness.attacks import (
     build_attack,
     check_attack_names,
     check_pixel_amount,
+    format_pixels,
     normalization_of,
 )
 from lit_prune.robustness.evaluation import RobustCounts, count_robust, robust_accuracy, robustness_section
@@ -27,6 +28,7 @@ __all__ = [
     "check_attack_names",
     "check_pixel_amount",
     "count_robust",
+    "format_pixels",
     "normalization_of",
     "robust_accuracy",
     "robustness_section",
