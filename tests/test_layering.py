@@ -1,4 +1,4 @@
-"""The pure core never imports Lightning: every module of lit_prune.pruning, .models, .profiling and .export.
+"""The pure core never imports Lightning: every module of lit_prune.pruning, .models, .profiling, .export, .robustness.
 
 Two checks per package, subpackages included: no ``import`` statement names Lightning (read from
 the source, so a lazy import inside a function is caught too), and importing every module of the
@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CORE_PACKAGES = ("lit_prune.pruning", "lit_prune.models", "lit_prune.profiling", "lit_prune.export")
+CORE_PACKAGES = (
+    "lit_prune.pruning",
+    "lit_prune.models",
+    "lit_prune.profiling",
+    "lit_prune.export",
+    "lit_prune.robustness",
+)
 LIGHTNING = {"lightning", "pytorch_lightning"}
 
 
