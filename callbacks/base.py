@@ -171,9 +171,12 @@ class PruningCallback(Callback, ABC):
             **values: Further entries of the stage (targets, what was done).
 
         Returns:
-            The recorded stage.
+            The recorded stage, with this callback's :meth:`describe_method` as its ``method`` (so a
+            report of the checkpoint names the method even when the evaluating run has no callback).
         """
-        return pl_module.record_stage(name, **self.measure_stage(trainer, pl_module), **values)
+        method = self.describe_method()
+        described = {} if method is None else {"method": method}
+        return pl_module.record_stage(name, **{**self.measure_stage(trainer, pl_module), **described, **values})
 
     def decide_on_rank_zero(self, trainer: Trainer, decide: Callable[[], T], *, every_rank: bool = False) -> T:
         """Runs ``decide`` on global rank 0 and gives its result to every rank.

@@ -416,12 +416,20 @@ def _callback_sections(trainer: Trainer) -> dict[str, Any]:
 
 
 def _describe_method(trainer: Trainer, pl_module: LightningModule) -> str:
-    """Joins the ``describe_method()`` of the trainer's pruning callbacks; ``"dense"`` without pruning."""
+    """Joins the ``describe_method()`` of the trainer's pruning callbacks, else the methods the stages recorded.
+
+    A checkpoint tested without its pruning callbacks (E9's robustness evaluation) is described by the
+    methods its stages were recorded with; ``"dense"`` when nothing was pruned.
+    """
     described = (callback.describe_method() for callback in trainer.callbacks if isinstance(callback, PruningCallback))
     descriptions = [description for description in described if description is not None]
     if descriptions:
         return " + ".join(descriptions)
-    if getattr(pl_module, "pruning_mask", None) is None and not getattr(pl_module, "pruning_stages", None):
+    stages = getattr(pl_module, "pruning_stages", None) or []
+    recorded = list(dict.fromkeys(stage["method"] for stage in stages if stage.get("method")))
+    if recorded:
+        return " + ".join(recorded)
+    if getattr(pl_module, "pruning_mask", None) is None and not stages:
         return "dense"
     return "pruned (no pruning callback in this run describes the method)"
 

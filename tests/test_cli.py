@@ -107,7 +107,8 @@ def test_test_on_a_runs_checkpoint_reports_beside_the_run(
     root, _ = quickstart_run
     run_dir = root / "lightning_logs" / "quickstart" / "version_0"
     last = run_dir / "checkpoints" / "last.ckpt"
-    result = lit_prune("test", "--config", QUICKSTART, "--ckpt_path", str(last), *TINY_FIT, cwd=root)
+    only_profiling = "--trainer.callbacks=[{class_path: callbacks.profiling.ProfilingCallback}]"
+    result = lit_prune("test", "--config", QUICKSTART, only_profiling, "--ckpt_path", str(last), *TINY_LIMITS, cwd=root)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1].startswith(f"lit-prune: run directory {run_dir}/test | test/top1 ")
     assert not (root / "lightning_logs" / "quickstart" / "version_1").exists()
@@ -115,6 +116,7 @@ def test_test_on_a_runs_checkpoint_reports_beside_the_run(
     fitted = json.loads((run_dir / "report.json").read_text())
     assert report["accuracy"]["test_top1"] == pytest.approx(fitted["accuracy"]["test_top1"], abs=1e-6)
     assert report["sparsity"]["global"] == pytest.approx(fitted["sparsity"]["global"])
+    assert report["method"] == fitted["method"] and fitted["method"].startswith("lottery ticket"), report["method"]
 
 
 def test_report_over_two_runs(quickstart_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
