@@ -46,6 +46,7 @@ from lit_prune.pruning.selection import (
     layerwise_prune_mask,
     sparsity_after_step,
 )
+from lit_prune.pruning.semi_structured import semi_structured_plan, to_semi_structured
 from lit_prune.pruning.sensitivity import SensitivityResult, allocate_layer_sparsity, sensitivity_sweep
 from lit_prune.pruning.sparse_export import export_coo, to_sparse_inference, verify_coo_against_mask
 from lit_prune.pruning.structured_importance import (
@@ -100,6 +101,7 @@ __all__ = [
     "Score",
     "select_channels",
     "select_channels_for_removed_fraction",
+    "semi_structured_plan",
     "sensitivity_sweep",
     "SensitivityResult",
     "shrink_groups_",
@@ -110,6 +112,7 @@ __all__ = [
     "synflow_prune_mask",
     "taylor_from_gradients",
     "taylor_importance",
+    "to_semi_structured",
     "to_sparse_inference",
     "UnstructuredPruner",
     "verify_coo_against_mask",
