@@ -182,6 +182,8 @@ def test_console_fit_with_compile_and_channels_last_exits_0(tmp_path: Path) -> N
     run_dir = tmp_path / "lightning_logs" / "compiled" / "version_0"
     report = json.loads((run_dir / "report.json").read_text())
     assert report["profile"]["latency_ms"] > 0
+    assert "layer1.0.conv1.weight" in report["sparsity"]["layers"]
+    assert "_orig_mod" not in (run_dir / "report.json").read_text() + (run_dir / "report.md").read_text()
     saved = (run_dir / "config.yaml").read_text()
     assert "compile: true" in saved and "channels_last: true" in saved
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
