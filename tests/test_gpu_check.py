@@ -78,13 +78,44 @@ def test_cuda_parts_are_skipped_with_their_reason_on_a_cpu(quick_check) -> None:
         assert energy["status"] == "skipped" and energy["reason"].startswith("unavailable")
 
 
-def test_spent_budget_skips_the_parts_and_bad_paths_fail_cleanly(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def gpu_check(monkeypatch: pytest.MonkeyPatch):
+    """The script imported as a module, to call its functions in this process."""
     spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    gpu_check = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "gpu_check", gpu_check)
-    spec.loader.exec_module(gpu_check)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gpu_check", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_semi_structured_part_past_the_device_check(gpu_check, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA-only part on a CPU with the device check passed and the 2:4 conversion faked.
+
+    ``to_sparse_semi_structured`` returns the dense float16 weight, so this checks the part's
+    plumbing (what is converted, what is timed and reported), not the kernels.
+    """
+    import lit_prune.pruning.semi_structured as semi_structured
+
+    converted: list[tuple[int, ...]] = []
+
+    def fake_conversion(weight: torch.Tensor) -> torch.Tensor:
+        converted.append(tuple(weight.shape))
+        return weight.clone()
+
+    monkeypatch.setattr(gpu_check, "semi_structured_unsupported", lambda device: None)
+    monkeypatch.setattr(semi_structured, "semi_structured_unsupported", lambda device: None)
+    monkeypatch.setattr(torch.sparse, "to_sparse_semi_structured", fake_conversion)
+    result = gpu_check.part_semi_structured(gpu_check.QUICK, torch.device("cpu"), deadline=float("inf"))
+    assert converted == [(768, 192), (192, 768)] * 12
+    assert result["converted_layers"] == 24 and result["mlp_block_rows"] == 4 * 65
+    for key in ("model_dense_ms", "model_semi_structured_ms", "mlp_block_dense_ms", "mlp_block_semi_structured_ms"):
+        assert result[key] > 0
+    assert result["max_abs_logit_difference"] == 0.0
+
+
+def test_spent_budget_skips_the_parts_and_bad_paths_fail_cleanly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], gpu_check
+) -> None:
     output = tmp_path / "spent.json"
     assert gpu_check.main(["--device", "cpu", "--quick", "--budget-s", "0", "--output", str(output)]) == 0
     check = json.loads(output.read_text())

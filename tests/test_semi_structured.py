@@ -163,3 +163,46 @@ def test_console_fit_with_semi_structured_inference_writes_the_note(tmp_path: Pa
     assert bad.returncode == 2, bad.stdout + bad.stderr
     assert "sparse_inference must be false, true (the same as csr), csr, coo, semi_structured" in bad.stderr
     assert not (tmp_path / "lightning_logs" / "semi" / "version_1").exists()
+
+
+def test_the_cuda_branch_measures_dense_and_converted_copies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA-only branch, run on a CPU with the device check passed and the conversion faked.
+
+    ``to_sparse_semi_structured`` is replaced by a copy of the dense half-precision weight, so this
+    checks what surrounds the kernels (which layers, which copies are timed, what is reported),
+    not the kernels themselves.
+    """
+    import lit_prune.pruning.semi_structured as semi_structured
+    import lit_prune.report.measurement as measurement
+
+    converted: list[tuple[int, ...]] = []
+
+    def fake_conversion(weight: torch.Tensor) -> torch.Tensor:
+        converted.append(tuple(weight.shape))
+        assert weight.dtype == torch.float16 and SEMI_STRUCTURED_PATTERN.holds(weight)
+        return weight.clone()
+
+    monkeypatch.setattr(semi_structured, "semi_structured_unsupported", lambda device: None)
+    monkeypatch.setattr(measurement, "semi_structured_unsupported", lambda device: None)
+    monkeypatch.setattr(torch.sparse, "to_sparse_semi_structured", fake_conversion)
+    monkeypatch.setattr(semi_structured, "semi_structured_backend", lambda: "cusparselt")
+    torch.manual_seed(0)
+    network = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 3))
+    params = {name: param for name, param in network.named_parameters() if name.endswith("weight")}
+    mask = dict(nm_prune_mask(magnitude_scores(params), 0.5, SEMI_STRUCTURED_PATTERN).items())
+    with torch.no_grad():
+        for name, keep in mask.items():
+            network.get_parameter(name).mul_(keep)
+    profile = measure_profile(
+        network, torch.randn(8, 4, 4, 4), mask, warmup=0, repeats=2, sparse_inference="semi_structured"
+    )
+    section = profile["sparse_inference"]
+    assert converted == [(32, 64), (16, 32)], "the (3, 16) head is too small for the kernels"
+    assert section["sparse_layers"] == ["1", "3"]
+    assert section["plan"]["left_out"] == {
+        "5": "shape (3, 16) is not a multiple of (16, 16), which cusparselt needs for torch.float16"
+    }
+    assert section["latency_ms"] > 0 and section["dense_latency_ms"] > 0 and section["latency_ratio_vs_dense"] > 0
+    assert section["max_abs_logit_difference"] == 0.0, "the fake conversion keeps the weights, so outputs agree"
+    assert section["note"].startswith("2 linear layers hold 2:4 semi-structured float16 weights")
+    assert "sparse_inference" not in profile["notes"]
