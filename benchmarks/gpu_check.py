@@ -223,7 +223,7 @@ def part_epoch(sizes: Sizes, device: torch.device, deadline: float) -> dict:
     trainer = L.Trainer(
         max_epochs=2,
         accelerator=device.type,
-        devices=1,
+        devices=[device.index] if device.type == "cuda" and device.index is not None else 1,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
