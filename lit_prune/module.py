@@ -103,8 +103,8 @@ class ImageClassifier(LightningModule):
         lr_scheduler_interval: ``"epoch"`` or ``"step"``: how often the scheduler steps.
         compile: ``true`` to run the network through ``torch.compile`` with its defaults (inductor),
             or a mapping of its arguments (``mode``, ``backend``, ``dynamic``, ``fullgraph``,
-            ``options``, ``disable``). Off by default: on a CPU, compiling ResNet-20 takes about
-            two minutes for the training graph and 20-30 s for each evaluation graph, for a
+            ``options``, ``disable``). Off by default: on a CPU, compiling ResNet-20 takes one to
+            two minutes for the training graph and 15-30 s for each evaluation graph, for a
             1.1-1.6x faster step (``benchmarks/README.md``, "torch.compile and channels-last").
         channels_last: Train and evaluate in the channels-last memory format (off by default:
             faster for most CPU training steps, not reliably for inference; see the same section).
