@@ -71,7 +71,9 @@ def bn_scale_channel_mask(
         ValueError: If ``channel_fraction`` or ``max_group_fraction`` is out of range, or the model has
             no channel group or a group has no affine batch norm (a Vision Transformer).
     """
-    channel_fraction = check_fraction(channel_fraction, "channel_fraction", zero=False, meaning="the fraction of channels to prune")
+    channel_fraction = check_fraction(
+        channel_fraction, "channel_fraction", zero=False, meaning="the fraction of channels to prune"
+    )
     if isinstance(max_group_fraction, bool) or not isinstance(max_group_fraction, (int, float)):
         raise TypeError(f"max_group_fraction must be a number in (0, 1], got {max_group_fraction!r}")
     if not 0.0 < max_group_fraction <= 1.0:

@@ -114,8 +114,8 @@ def select_channels(
         return _keep_from_order(scores, order[:wanted])
     if channel_fraction > max_group_fraction:
         raise ValueError(
-            f"channel_fraction {channel_fraction} exceeds max_group_fraction {max_group_fraction}; with scope='layer' every "
-            "group loses the same fraction, so channel_fraction must be at most the cap"
+            f"channel_fraction {channel_fraction} exceeds max_group_fraction {max_group_fraction}; with "
+            "scope='layer' every group loses the same fraction, so channel_fraction must be at most the cap"
         )
     counts = {name: min(round(channel_fraction * len(values)), caps[name]) for name, values in scores.items()}
     return _keep_lowest_removed(scores, counts)
