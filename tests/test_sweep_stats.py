@@ -103,7 +103,8 @@ def test_values_come_from_the_sweep_manifest_or_from_the_configs(
         loose.append(run_dir)
     swept = group_runs(report_stats.load_seed_runs(report_stats.find_runs([sweep])))
     assert [(g.label, len(g.runs)) for g in swept] == [("target_sparsity=0.5", 2)]
-    assert swept[0].statistic(report_stats.METRICS[-2]).format(100.0, 1) == "70.0 ± 14.1 (2)"
+    top1 = next(metric for metric in report_stats.METRICS if metric.key == "test_top1")
+    assert swept[0].statistic(top1).format(100.0, 1) == "70.0 ± 14.1 (2)"
     configured = group_runs(report_stats.load_seed_runs(loose))
     assert [(g.label, len(g.runs)) for g in configured] == [("ratio=0.3", 2), ("ratio=0.7", 1)]
     written = report_stats.write_statistics(loose, tmp_path / "out", rows=None, columns=None)
