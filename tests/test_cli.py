@@ -101,14 +101,23 @@ def test_last_checkpoint_is_the_final_state_and_best_is_per_stage(
     assert final_stage["epoch"] == 2 and final_stage["pruning"]["mask"] is not None
 
 
-def test_test_on_a_runs_checkpoint_reports_beside_the_run(
+@pytest.fixture(scope="module")
+def quickstart_tested(
     quickstart_run: tuple[Path, subprocess.CompletedProcess[str]],
-) -> None:
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """``lit-prune test`` of the quickstart run's last checkpoint, with the profiling callback only."""
     root, _ = quickstart_run
-    run_dir = root / "lightning_logs" / "quickstart" / "version_0"
-    last = run_dir / "checkpoints" / "last.ckpt"
+    last = root / "lightning_logs" / "quickstart" / "version_0" / "checkpoints" / "last.ckpt"
     only_profiling = "--trainer.callbacks=[{class_path: callbacks.profiling.ProfilingCallback}]"
     result = lit_prune("test", "--config", QUICKSTART, only_profiling, "--ckpt_path", str(last), *TINY_LIMITS, cwd=root)
+    return root, result
+
+
+def test_test_on_a_runs_checkpoint_reports_beside_the_run(
+    quickstart_tested: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    root, result = quickstart_tested
+    run_dir = root / "lightning_logs" / "quickstart" / "version_0"
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1].startswith(f"lit-prune: run directory {run_dir}/test | test/top1 ")
     assert not (root / "lightning_logs" / "quickstart" / "version_1").exists()
@@ -119,8 +128,9 @@ def test_test_on_a_runs_checkpoint_reports_beside_the_run(
     assert report["method"] == fitted["method"] and fitted["method"].startswith("lottery ticket"), report["method"]
 
 
-def test_report_over_two_runs(quickstart_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
-    root, _ = quickstart_run
+def test_report_over_two_runs(quickstart_tested: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    root, tested = quickstart_tested
+    assert tested.returncode == 0, tested.stderr
     run_dir = root / "lightning_logs" / "quickstart" / "version_0"
     result = lit_prune("report", str(run_dir), str(run_dir / "test"), "--output", "comparison", cwd=root)
     assert result.returncode == 0, result.stderr
