@@ -26,18 +26,22 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
-SPREAD_MODULES = frozenset({"test_configs", "test_callback_options"})
-"""Test modules whose tests share no module fixture, so ``pytest -n`` may spread them over workers."""
+def _uses_a_module_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return True
+    return any(definition.scope == "module" for defs in info.name2fixturedefs.values() for definition in defs)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Keeps each other module on one worker under ``pytest -n N --dist loadgroup``.
+    """Under ``pytest -n N --dist loadgroup``, keeps the tests of a module-scoped fixture on one worker.
 
-    Its module-scoped fixtures (a quickstart run, a trained checkpoint) are then built once.
+    The fixture (a quickstart run, a shared sweep, a trained checkpoint) is then built once; every
+    other test may run on any worker.
     """
     for item in items:
-        module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
-        if module not in SPREAD_MODULES:
+        if _uses_a_module_fixture(item):
+            module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
             item.add_marker(pytest.mark.xdist_group(module))
 
 
