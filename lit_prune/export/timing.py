@@ -8,7 +8,6 @@ median of timed ones, the device synchronised around each call on CUDA.
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -49,12 +48,4 @@ def time_calls(
             if cuda:
                 torch.cuda.synchronize()
             times_ms.append((time.perf_counter() - start) * 1000.0)
-    return LatencyResult(
-        median_ms=statistics.median(times_ms),
-        mean_ms=statistics.fmean(times_ms),
-        min_ms=min(times_ms),
-        max_ms=max(times_ms),
-        batch_size=int(inputs.shape[0]),
-        device=device,
-        repeats=repeats,
-    )
+    return LatencyResult.from_times(times_ms, int(inputs.shape[0]), device)

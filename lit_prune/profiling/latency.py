@@ -38,6 +38,19 @@ class LatencyResult:
     device: str
     repeats: int
 
+    @classmethod
+    def from_times(cls, times_ms: Sequence[float], batch_size: int, device: str) -> LatencyResult:
+        """The summary of timed calls: milliseconds per batch, one entry per call."""
+        return cls(
+            median_ms=statistics.median(times_ms),
+            mean_ms=statistics.fmean(times_ms),
+            min_ms=min(times_ms),
+            max_ms=max(times_ms),
+            batch_size=batch_size,
+            device=device,
+            repeats=len(times_ms),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """Returns the fields as a JSON-serialisable dictionary."""
         return asdict(self)
@@ -89,15 +102,7 @@ def measure_latency(
                 times_ms = [_time_cuda(model, inputs) for _ in range(repeats)]
         else:
             times_ms = [_time_cpu(model, inputs) for _ in range(repeats)]
-    return LatencyResult(
-        median_ms=statistics.median(times_ms),
-        mean_ms=statistics.fmean(times_ms),
-        min_ms=min(times_ms),
-        max_ms=max(times_ms),
-        batch_size=int(inputs.shape[0]),
-        device=str(device),
-        repeats=repeats,
-    )
+    return LatencyResult.from_times(times_ms, int(inputs.shape[0]), str(device))
 
 
 def _time_cpu(model: nn.Module, inputs: Tensor) -> float:
